@@ -7,7 +7,14 @@ import paths so that validating a spec never imports torch. A user's own functio
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+
+from search.errors import SpecError
 
 
 @dataclass(frozen=True)
@@ -47,4 +54,66 @@ def checkpointing(fn):
     return fn
 
 
-__all__ = ["TRAINABLES", "TrainableInfo", "checkpointing"]
+def _import_user_function(name: str, base_dir: Path, file: str) -> Callable:
+    module_part, _, func = name.rpartition(":")
+    if not module_part or not func:
+        raise SpecError(
+            file, "trainable", f"unknown trainable {name!r}; valid: {', '.join(TRAINABLES)}, or module:function"
+        )
+    if module_part.endswith(".py"):
+        path = (base_dir / module_part).resolve()
+        if not path.is_file():
+            raise SpecError(file, "trainable", f"file not found: {path}; the path is relative to {file}")
+        mod_name = path.stem
+        module = sys.modules.get(mod_name)
+        if module is None or Path(getattr(module, "__file__", "") or "").resolve() != path:
+            spec = importlib.util.spec_from_file_location(mod_name, path)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[mod_name] = module
+            try:
+                spec.loader.exec_module(module)
+            except Exception as e:
+                del sys.modules[mod_name]
+                raise SpecError(file, "trainable", f"importing {path} failed: {type(e).__name__}: {e}") from None
+        # Ray workers cannot import a file by path: ship the module's code with the function.
+        import cloudpickle
+
+        cloudpickle.register_pickle_by_value(module)
+    else:
+        if str(base_dir) not in sys.path:
+            sys.path.append(str(base_dir))
+        try:
+            module = importlib.import_module(module_part)
+        except ImportError as e:
+            raise SpecError(file, "trainable", f"cannot import module {module_part!r}: {e}") from None
+    fn = getattr(module, func, None)
+    if not callable(fn):
+        raise SpecError(file, "trainable", f"{module_part} has no function {func!r}")
+    return fn
+
+
+def resolve(name: str, base_dir: Path, file: str) -> TrainableInfo:
+    """The registry entry for ``name``, or an entry for a user's ``module:function`` (imported to check it exists)."""
+    if name in TRAINABLES:
+        return TRAINABLES[name]
+    fn = _import_user_function(name, Path(base_dir), file)
+    return TrainableInfo(target=name, checkpoints=bool(getattr(fn, "__search_checkpoints__", False)))
+
+
+def load_function(name: str, base_dir: Path, file: str) -> Callable:
+    """The trainable function itself (imports torch for the built-in ones)."""
+    if name in TRAINABLES:
+        module, _, func = TRAINABLES[name].target.partition(":")
+        return getattr(importlib.import_module(module), func)
+    return _import_user_function(name, Path(base_dir), file)
+
+
+def load_prepare(name: str) -> Callable | None:
+    info = TRAINABLES.get(name)
+    if info is None or info.prepare is None:
+        return None
+    module, _, func = info.prepare.partition(":")
+    return getattr(importlib.import_module(module), func)
+
+
+__all__ = ["TRAINABLES", "TrainableInfo", "checkpointing", "load_function", "load_prepare", "resolve"]

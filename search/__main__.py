@@ -1,0 +1,126 @@
+"""The ``search`` command line: validate | run | resume | rank.
+
+A user's mistake (bad YAML, unknown name, missing file, bad data) prints one line and exits with code 2, with no
+traceback and no run directory left behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from search.errors import UserError
+
+# Ray's new console output prints a large table per update; our ProgressCallback prints a line instead.
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "0")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+
+
+def _spec_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("file", help="sweep YAML file")
+    p.add_argument("--smoke-test", action="store_true", help="merge the file's smoke_test: section over it")
+    p.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE", help="override any key")
+    p.add_argument(
+        "--search",
+        metavar='"NAME=V1:V2 ..."',
+        help="replace the parameters with a grid in run_eval_search.py's syntax",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="search", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("validate", help="validate a sweep file and print what Ray Tune will get")
+    _spec_args(p)
+
+    p = sub.add_parser("run", help="run a sweep with Ray Tune")
+    _spec_args(p)
+    p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
+    p.add_argument("--storage", help="directory that holds run directories (default: the spec's storage, ./runs)")
+    p.add_argument("--name", help="run name (default: the spec's name, else the file's stem)")
+    p.add_argument("--format", default="table", help="format of the final ranked table")
+
+    p = sub.add_parser("resume", help="continue an interrupted sweep")
+    p.add_argument("run_dir")
+    p.add_argument("--address")
+    p.add_argument("--format", default="table")
+
+    p = sub.add_parser("rank", help="ranked table of a finished or partial run")
+    p.add_argument("run_dir")
+    p.add_argument("--metric")
+    p.add_argument("--mode", choices=("max", "min"))
+    p.add_argument("--scope", default="last", choices=("last", "best", "avg"))
+    p.add_argument("--format", default="table", choices=("table", "md", "csv", "json"))
+    p.add_argument("--top", type=int)
+    p.add_argument("--columns", help="comma-separated extra metrics to show")
+    return parser
+
+
+def _load(args: argparse.Namespace):
+    from search.spec import load_spec
+
+    return load_spec(args.file, smoke_test=args.smoke_test, overrides=args.set, search=args.search)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from search.describe import describe_spec
+
+    spec = _load(args)
+    print(describe_spec(spec))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from search.results import format_ranking, rank
+    from search.runner import run
+
+    spec = _load(args)
+    _, run_dir = run(spec, address=args.address, storage=args.storage, name=args.name)
+    print(format_ranking(rank(run_dir), args.format))
+    print(f"run directory: {run_dir}")
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from search.results import format_ranking, rank
+    from search.runner import resume
+
+    _, run_dir = resume(args.run_dir, address=args.address)
+    print(format_ranking(rank(run_dir), args.format))
+    print(f"run directory: {run_dir}")
+    return 0
+
+
+def cmd_rank(args: argparse.Namespace) -> int:
+    from search.results import format_ranking, rank
+
+    columns = tuple(c for c in args.columns.split(",") if c) if args.columns else None
+    ranking = rank(args.run_dir, metric=args.metric, mode=args.mode, scope=args.scope, top=args.top, columns=columns)
+    print(format_ranking(ranking, args.format))
+    return 0
+
+
+COMMANDS = {"validate": cmd_validate, "run": cmd_run, "resume": cmd_resume, "rank": cmd_rank}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except UserError as e:
+        print(str(e), file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted; continue with `search resume RUN_DIR`", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""What ``search validate`` prints: the resolved search space, algorithm and scheduler, as Ray Tune will get them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from search.spec import Spec
+
+
+def _space_lines(tree: Any, indent: int = 2) -> list[str]:
+    from search.space import describe
+
+    lines = []
+    for k, v in tree.items():
+        if isinstance(v, dict) and "grid_search" not in v:
+            lines.append(" " * indent + f"{k}:")
+            lines += _space_lines(v, indent + 2)
+        else:
+            lines.append(" " * indent + f"{k}: {describe(v)}")
+    return lines
+
+
+def describe_spec(spec: Spec) -> str:
+    from search.algorithms import SCHEDULERS, SEARCH_ALGORITHMS
+    from search.runner import num_samples
+    from search.space import grid_size, param_space
+
+    out = [f"{spec.file}: valid", f"name: {spec.name}", f"metric: {spec.metric.name} ({spec.metric.mode})"]
+    alg = SEARCH_ALGORITHMS[spec.method].rpartition(":")[2]
+    if spec.method == "grid":
+        out.append(f"search: grid via {alg}, {grid_size(spec.parameters)} combinations")
+    else:
+        out.append(f"search: {spec.method} via {alg}, num_samples={num_samples(spec)}, seed={spec.seed}")
+    if spec.max_concurrent:
+        out.append(f"max_concurrent: {spec.max_concurrent}")
+    sched = SCHEDULERS[spec.scheduler.type].rpartition(":")[2]
+    opts = ", ".join(f"{k}={v}" for k, v in spec.scheduler.options.items())
+    out.append(f"scheduler: {spec.scheduler.type} -> {sched}({opts})")
+    out.append(f"trainable: {spec.trainable or '(none: give one with --set trainable=NAME to run)'}")
+    out.append(f"resources per trial: cpu={spec.resources.cpu:g} gpu={spec.resources.gpu:g}")
+    out.append("param_space:")
+    out += _space_lines(param_space(spec.parameters, spec.method))
+    if spec.method == "bayes":
+        out.append("hyperopt space (HyperOptSearch, TPE):")
+        for p in spec.parameters:
+            if not p.is_constant:
+                out.append(f"  {p.name}: {p.distribution} {_bounds(p)}")
+    for p in spec.parameters:
+        if p.when:
+            conds = " and ".join(f"{'.'.join(path)} in {list(vals)}" for path, vals in p.when)
+            out.append(f"condition: {p.name} only when {conds}")
+    for section in ("model", "data", "settings"):
+        value = getattr(spec, section)
+        if value:
+            out.append(f"{section}: " + yaml.safe_dump(value, default_flow_style=True, sort_keys=False).strip())
+    if spec.extra:
+        out.append("kept W&B keys: " + ", ".join(spec.extra))
+    return "\n".join(out)
+
+
+def _bounds(p: Any) -> str:
+    fields = ("values", "probabilities", "min", "max", "q", "mu", "sigma")
+    return " ".join(f"{f}={getattr(p, f)!r}" for f in fields if getattr(p, f) not in (None, ()))

@@ -1,0 +1,64 @@
+"""Live progress of a sweep, one line at a time: trials done / running / pending / errored and the best so far.
+
+Ray's own reporter prints a large table per update; a line per event reads well in a terminal and in CI logs alike.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+from ray import tune
+
+MIN_INTERVAL_S = 5.0  # at most one line per interval for results; trial completions and errors always print
+
+
+class ProgressCallback(tune.Callback):
+    def __init__(self, metric: str, mode: str, stream: Any = None):
+        self.metric, self.mode = metric, mode
+        self.stream = stream
+        self._last = 0.0
+        self._start = time.monotonic()
+
+    def __getstate__(self) -> dict:  # the tuner is pickled for resume; a stream is not picklable
+        return {**self.__dict__, "stream": None}
+
+    def _best(self, trials: list) -> tuple[float, Any] | None:
+        best = None
+        for t in trials:
+            v = (t.last_result or {}).get(self.metric)
+            if isinstance(v, int | float) and (best is None or (v > best[0] if self.mode == "max" else v < best[0])):
+                best = (v, t)
+        return best
+
+    def _line(self, trials: list, event: str) -> None:
+        counts: dict[str, int] = {}
+        for t in trials:
+            counts[t.status] = counts.get(t.status, 0) + 1
+        done = counts.get("TERMINATED", 0)
+        parts = [
+            f"[{time.monotonic() - self._start:6.0f}s]",
+            f"{done} done",
+            f"{counts.get('RUNNING', 0)} running",
+            f"{counts.get('PENDING', 0) + counts.get('PAUSED', 0)} pending",
+        ]
+        if counts.get("ERROR"):
+            parts.append(f"{counts['ERROR']} errored")
+        best = self._best(trials)
+        if best is not None:
+            parts.append(f"best {self.metric}={best[0]:.4g} ({best[1].trial_id})")
+        print(" | ".join(parts) + (f" | {event}" if event else ""), file=self.stream or sys.stdout, flush=True)
+        self._last = time.monotonic()
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        if time.monotonic() - self._last >= MIN_INTERVAL_S:
+            self._line(trials, "")
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        value = (trial.last_result or {}).get(self.metric)
+        shown = f"{value:.4g}" if isinstance(value, int | float) else "-"
+        self._line(trials, f"{trial.trial_id} finished: {self.metric}={shown}")
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._line(trials, f"{trial.trial_id} ERROR (see {trial.local_path}/error.txt)")

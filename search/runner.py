@@ -1,0 +1,253 @@
+"""A validated spec -> ``ray.tune.Tuner(...).fit()`` -> ``ResultGrid``; and ``Tuner.restore`` for interrupted sweeps.
+
+Nothing is written before the whole spec, its trainable, model and data sections have been checked. The merged spec is
+saved as ``search_spec.yaml`` in the run directory, so that ``resume``, ``rank`` and ``export`` know what was searched.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from search.errors import SpecError
+from search.params import Param, effective_config
+from search.spec import Spec, deep_merge, validate
+
+SPEC_FILE = "search_spec.yaml"
+RESERVED = ("model", "data", "settings")
+DATA_NON_PATH_KEYS = ("corpus", "format", "source_field", "target_field", "split", "name", "delimiter", "limit")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything the Tuner needs, built from a spec without side effects."""
+
+    spec: Spec
+    run_dir: Path
+    param_space: dict
+    trial_fn: Callable
+
+
+def _resolve_path(value: str, base: Path) -> str:
+    p = Path(value).expanduser()
+    return str(p if p.is_absolute() else (base / p).resolve())
+
+
+def _resolve_data_paths(data: Any, base: Path, key: str = "") -> Any:
+    """Make every path in a ``data`` section absolute (trials run in their own working directories)."""
+    if isinstance(data, dict):
+        return {k: _resolve_data_paths(v, base, k) for k, v in data.items()}
+    if isinstance(data, str) and key not in DATA_NON_PATH_KEYS:
+        return _resolve_path(data, base)
+    return data
+
+
+def resolved_sections(spec: Spec, cache_dir: Path) -> dict:
+    """``model``, ``data`` and ``settings`` as the trainable receives them: absolute paths, ``cache_dir`` added."""
+    out: dict[str, Any] = {"settings": {**spec.settings, "cache_dir": str(cache_dir)}}
+    if spec.model is not None:
+        out["model"] = _resolve_path(spec.model, spec.base_dir) if isinstance(spec.model, str) else dict(spec.model)
+    if spec.data:
+        out["data"] = _resolve_data_paths(dict(spec.data), spec.base_dir)
+    return out
+
+
+def preflight(spec: Spec, sections: dict) -> None:
+    """Checks that need more than the YAML: a trainable to run, a usable model and data for the built-in trainables."""
+    from search.trainables import TRAINABLES
+
+    if not spec.trainable:
+        raise SpecError(spec.file, "trainable", "missing; running needs one, e.g. --set trainable=finetune")
+    for p in spec.parameters:
+        if p.path[0] in RESERVED:
+            raise SpecError(spec.file, f"parameters.{p.name}", f"{p.path[0]!r} is a section name; rename the parameter")
+    if spec.trainable not in TRAINABLES:
+        return  # a user's function owns its sections
+    if "model" in sections:
+        from search.models import validate_model
+
+        validate_model(sections["model"], spec.file)
+    if "data" in sections:
+        from search.corpora import validate_data
+
+        validate_data(sections["data"], spec.file)
+
+
+def _make_trial_fn(fn: Callable, params: tuple[Param, ...]) -> Callable:
+    """Wrap a trainable: merge a conditional grid's combination, drop switched-off parameters, set threads."""
+    from search.space import GRID_KEY
+
+    def trial(config: dict) -> Any:
+        cfg = dict(config)
+        combo = cfg.pop(GRID_KEY, None)
+        if combo:
+            cfg = deep_merge(cfg, combo)
+        cfg = effective_config(cfg, params)
+        from search.trainables.common import trial_cpus
+
+        os.environ["OMP_NUM_THREADS"] = str(trial_cpus())
+        if "torch" in sys.modules:
+            sys.modules["torch"].set_num_threads(trial_cpus())
+        return fn(cfg)
+
+    trial.__name__ = getattr(fn, "__name__", "trial")
+    trial.__qualname__ = trial.__name__
+    return trial
+
+
+def unique_run_dir(storage: Path, name: str) -> Path:
+    """``storage/name``, or ``storage/name-2``, ``-3``... so that no earlier run is ever mixed into a new one."""
+    candidate, n = storage / name, 1
+    while candidate.exists():
+        n += 1
+        candidate = storage / f"{name}-{n}"
+    return candidate
+
+
+def plan(spec: Spec, *, storage: str | None = None, name: str | None = None, run_dir: Path | None = None) -> Plan:
+    """Build the Tuner's inputs; raises SpecError/DataError before anything is written."""
+    from search.space import candidates, param_space
+    from search.trainables import load_function, load_prepare
+
+    storage_path = Path(storage or spec.storage).expanduser().resolve()
+    sections = resolved_sections(spec, storage_path / ".cache")
+    preflight(spec, sections)
+    prepare = load_prepare(spec.trainable)
+    if prepare is not None:
+        sections["settings"] = prepare(dict(sections["settings"]), candidates(spec.parameters))
+    fn = load_function(spec.trainable, spec.base_dir, spec.file)
+    space = {**param_space(spec.parameters, spec.method), **sections}
+    target = run_dir or unique_run_dir(storage_path, name or spec.name)
+    return Plan(spec=spec, run_dir=target, param_space=space, trial_fn=_make_trial_fn(fn, spec.parameters))
+
+
+def _init_ray(address: str | None) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
+    ray.init(address=address, **kwargs)
+
+
+def _callbacks(spec: Spec, run_dir: Path, progress: bool) -> list:
+    from search.progress import ProgressCallback
+
+    callbacks: list = [ProgressCallback(spec.metric.name, spec.metric.mode)] if progress else []
+    mode = spec.wandb.get("mode", "disabled" if not spec.wandb else "offline")
+    if mode != "disabled":
+        from ray.air.integrations.wandb import WandbLoggerCallback
+
+        project = spec.wandb.get("project") or spec.extra.get("project") or spec.name
+        kwargs = {k: spec.wandb[k] for k in ("entity", "group", "tags") if k in spec.wandb}
+        if "entity" not in kwargs and "entity" in spec.extra:
+            kwargs["entity"] = spec.extra["entity"]
+        callbacks.append(WandbLoggerCallback(project=project, mode=mode, dir=str(run_dir), **kwargs))
+    return callbacks
+
+
+def _run_config(spec: Spec, run_dir: Path, progress: bool) -> Any:
+    from ray import tune
+
+    return tune.RunConfig(
+        name=run_dir.name,
+        storage_path=str(run_dir.parent),
+        callbacks=_callbacks(spec, run_dir, progress),
+        checkpoint_config=tune.CheckpointConfig(
+            num_to_keep=spec.checkpoint.keep,
+            checkpoint_score_attribute=spec.metric.name,
+            checkpoint_score_order=spec.metric.mode,
+        ),
+        failure_config=tune.FailureConfig(max_failures=0),
+        verbose=0,
+    )
+
+
+def save_spec(spec: Spec, run_dir: Path) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    record = {"file": str(Path(spec.file).resolve()), "spec": dict(spec.raw)}
+    tmp = run_dir / (SPEC_FILE + ".tmp")
+    tmp.write_text(yaml.safe_dump(record, sort_keys=False), encoding="utf-8")
+    tmp.replace(run_dir / SPEC_FILE)
+
+
+def load_saved_spec(run_dir: str | Path) -> Spec:
+    """The spec a run was started with (as saved in its run directory)."""
+    path = Path(run_dir) / SPEC_FILE
+    if not path.is_file():
+        raise SpecError(str(run_dir), "", f"not a run directory of ours: {SPEC_FILE} is missing")
+    record = yaml.safe_load(path.read_text(encoding="utf-8"))
+    return validate(record["spec"], record["file"])
+
+
+def num_samples(spec: Spec) -> int:
+    if spec.method == "grid":
+        return 1  # grid_search enumerates the combinations itself
+    return spec.run_cap or 10
+
+
+def run(
+    spec: Spec,
+    *,
+    address: str | None = None,
+    storage: str | None = None,
+    name: str | None = None,
+    progress: bool = True,
+) -> tuple[Any, Path]:
+    """Run a sweep with Ray Tune and return ``(ResultGrid, run_dir)``.
+
+    Example:
+        >>> from search import load_spec, run
+        >>> results, run_dir = run(load_spec("experiments/subsequence_asha.yaml", smoke_test=True))  # doctest: +SKIP
+    """
+    from ray import tune
+
+    from search.algorithms import build_scheduler, build_search_alg
+
+    p = plan(spec, storage=storage, name=name)
+    scheduler, search_alg = build_scheduler(spec), build_search_alg(spec)
+    if spec.seed is not None:
+        random.seed(spec.seed)  # PBT's explore/exploit draws from Python's random
+    _init_ray(address)
+    save_spec(spec, p.run_dir)
+    resources = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
+    tuner = tune.Tuner(
+        tune.with_resources(p.trial_fn, resources),
+        param_space=p.param_space,
+        tune_config=tune.TuneConfig(search_alg=search_alg, scheduler=scheduler, num_samples=num_samples(spec)),
+        run_config=_run_config(spec, p.run_dir, progress),
+    )
+    return tuner.fit(), p.run_dir
+
+
+def resume(run_dir: str | Path, *, address: str | None = None) -> tuple[Any, Path]:
+    """Continue an interrupted sweep with ``Tuner.restore``: finished trials are kept, unfinished ones continue.
+
+    The run config (progress and W&B callbacks included) comes back from the run directory as it was saved.
+    """
+    from ray import tune
+
+    run_dir = Path(run_dir).resolve()
+    spec = load_saved_spec(run_dir)
+    if not (run_dir / "tuner.pkl").is_file():
+        raise SpecError(str(run_dir), "", "the sweep never started (no tuner.pkl); start it again with `search run`")
+    p = plan(spec, storage=str(run_dir.parent), run_dir=run_dir)
+    _init_ray(address)
+    resources = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
+    tuner = tune.Tuner.restore(
+        str(run_dir),
+        trainable=tune.with_resources(p.trial_fn, resources),
+        param_space=p.param_space,
+        resume_unfinished=True,
+        resume_errored=False,
+        restart_errored=False,
+    )
+    return tuner.fit(), run_dir
