@@ -60,8 +60,11 @@ def tune_domain(p: Param) -> Any:
     if d == "constant":
         return p.value
     if d == "categorical":
-        dom = tune.choice(list(p.values))
-        return dom if p.probabilities is None else Categorical(list(p.values)).set_sampler(_Weighted(p.probabilities))
+        if p.probabilities is None:
+            return tune.choice(list(p.values))
+        dom = Categorical(list(p.values))
+        dom.set_sampler(_Weighted(p.probabilities))  # set_sampler returns None
+        return dom
     if d == "int_uniform":
         return tune.randint(int(p.min), int(p.max) + 1)  # Ray's upper bound is exclusive, W&B's inclusive
     if d == "uniform":
@@ -84,7 +87,8 @@ def tune_domain(p: Param) -> Any:
     if d == "q_normal":
         return tune.qrandn(p.mu, p.sigma, p.q)
     if d in ("log_normal", "q_log_normal"):
-        dom = Float(None, None).set_sampler(_LogNormal(p.mu, p.sigma))
+        dom = Float(None, None)
+        dom.set_sampler(_LogNormal(p.mu, p.sigma))
         return dom.quantized(p.q) if d == "q_log_normal" else dom
     raise ValueError(f"no Tune domain for {d}")
 

@@ -60,7 +60,9 @@ class Resources:
 
 @dataclass(frozen=True)
 class Checkpointing:
-    keep: int = 2  # checkpoints kept per trial, best by the metric (the latest is kept as well, for PBT and resume)
+    keep: int | None = (
+        None  # checkpoints kept per trial, best by the metric; None: 2, or 4 under PBT (donors' must last)
+    )
 
 
 @dataclass(frozen=True)
@@ -128,6 +130,20 @@ def deep_merge(base: dict, over: Mapping) -> dict:
             out[k] = deep_merge(dict(out[k]), v)
         else:
             out[k] = copy.deepcopy(v)
+    return out
+
+
+def merge_layer(base: dict, over: Mapping, top_level_only: bool = False) -> dict:
+    """One spec layer over another: sections merge key by key (or are replaced, with ``top_level_only``), and a
+    parameter given in the upper layer replaces the lower one's whole (never a mix of ``value`` and ``values``)."""
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if k == "parameters" and isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
+            out[k] = {**out[k], **copy.deepcopy(dict(v))}
+        elif top_level_only or not (isinstance(v, Mapping) and isinstance(out.get(k), Mapping)):
+            out[k] = copy.deepcopy(v)
+        else:
+            out[k] = deep_merge(dict(out[k]), v)
     return out
 
 
@@ -203,18 +219,12 @@ def load_raw(
             raise SpecError(
                 space, unknown[0], f"a space file holds only {', '.join(SPACE_KEYS)}; move it to the sweep file"
             )
-        merged = {k: v for k, v in base.items() if k in SPACE_KEYS}
-        for k, v in raw.items():
-            if k == "parameters" and isinstance(v, Mapping) and isinstance(merged.get(k), Mapping):
-                merged[k] = {**merged[k], **v}  # a parameter given in the sweep file replaces the space's one
-            else:
-                merged[k] = v
-        raw = merged
+        raw = merge_layer({k: v for k, v in base.items() if k in SPACE_KEYS}, raw, top_level_only=True)
     if smoke_test:
         smoke = raw.get("smoke_test") or {}
         if not isinstance(smoke, Mapping):
             raise SpecError(file, "smoke_test", f"must be a mapping merged over the file, got {smoke!r}")
-        raw = deep_merge(raw, smoke)
+        raw = merge_layer(raw, smoke)
     for item in overrides:
         raw = apply_set(raw, item, file)
     if search:
@@ -343,7 +353,7 @@ def validate(raw: dict, file: str) -> Spec:
 
     ck = _mapping(raw, "checkpoint", file)
     _check_keys(ck, ("keep",), file, "checkpoint.")
-    checkpoint = Checkpointing(keep=_int(ck.get("keep", 2), file, "checkpoint.keep", 1))
+    checkpoint = Checkpointing(keep=None if ck.get("keep") is None else _int(ck["keep"], file, "checkpoint.keep", 1))
 
     wandb = _mapping(raw, "wandb", file)
     _check_keys(wandb, ("mode", "project", "entity", "group", "tags"), file, "wandb.")

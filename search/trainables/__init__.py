@@ -75,10 +75,11 @@ def _import_user_function(name: str, base_dir: Path, file: str) -> Callable:
             except Exception as e:
                 del sys.modules[mod_name]
                 raise SpecError(file, "trainable", f"importing {path} failed: {type(e).__name__}: {e}") from None
-        # Ray workers cannot import a file by path: ship the module's code with the function.
-        import cloudpickle
+        # Ray workers cannot import a file by path: ship the module's code with the function (Ray pickles with
+        # its own vendored cloudpickle).
+        import ray.cloudpickle
 
-        cloudpickle.register_pickle_by_value(module)
+        ray.cloudpickle.register_pickle_by_value(module)
     else:
         if str(base_dir) not in sys.path:
             sys.path.append(str(base_dir))

@@ -1,0 +1,127 @@
+"""Every W&B distribution round-trips: YAML -> Param -> Ray domain and hyperopt expression with W&B's law."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hyperopt.pyll import stochastic
+from ray import tune
+
+from search.params import DISTRIBUTIONS, effective_config, parse_parameters
+from search.space import (
+    GRID_KEY,
+    candidates,
+    grid_combinations,
+    hyperopt_domain,
+    param_space,
+    pbt_mutations,
+    tune_domain,
+)
+
+# distribution -> (W&B spec, check of one sample)
+CASES = {
+    "constant": ({"value": 7}, lambda x: x == 7),
+    "categorical": ({"values": ["a", "b"], "probabilities": [0.0, 1.0]}, lambda x: x == "b"),
+    "int_uniform": ({"min": 2, "max": 4}, lambda x: x in (2, 3, 4) and float(x).is_integer()),
+    "uniform": ({"min": 0.5, "max": 1.5}, lambda x: 0.5 <= x <= 1.5),
+    "q_uniform": (
+        {"min": 0.0, "max": 1.0, "q": 0.25},
+        lambda x: 0 <= x <= 1 and abs(x / 0.25 - round(x / 0.25)) < 1e-9,
+    ),
+    "log_uniform_values": ({"min": 1e-4, "max": 1e-2}, lambda x: 1e-4 <= x <= 1e-2),
+    "q_log_uniform_values": ({"min": 1, "max": 1000, "q": 1}, lambda x: 1 <= x <= 1000 and float(x).is_integer()),
+    "log_uniform": ({"min": math.log(1e-3), "max": 0.0}, lambda x: 1e-3 - 1e-12 <= x <= 1.0),
+    "q_log_uniform": ({"min": 0.0, "max": math.log(100), "q": 1}, lambda x: 1 <= x <= 100 and float(x).is_integer()),
+    "inv_log_uniform_values": ({"min": 0.01, "max": 0.1}, lambda x: 0.01 <= x <= 0.1),
+    "inv_log_uniform": ({"min": 0.0, "max": math.log(10)}, lambda x: 0.1 - 1e-12 <= x <= 1.0),
+    "normal": ({"mu": 5.0, "sigma": 0.01}, lambda x: 4.9 < x < 5.1),
+    "q_normal": ({"mu": 10.0, "sigma": 0.01, "q": 2}, lambda x: x == 10),
+    "log_normal": ({"mu": 0.0, "sigma": 0.01}, lambda x: 0.95 < x < 1.05),
+    "q_log_normal": ({"mu": math.log(20), "sigma": 0.001, "q": 5}, lambda x: x == 20),
+}
+
+
+def test_cases_cover_every_distribution():
+    assert set(CASES) == set(DISTRIBUTIONS)
+
+
+@pytest.mark.parametrize("dist", sorted(CASES))
+def test_distribution_round_trip(dist):
+    spec, ok = CASES[dist]
+    method = "grid" if dist in ("constant",) else "random"
+    (param,) = parse_parameters({"x": {"distribution": dist, **spec}}, "f.yaml", method)
+    assert param.distribution == dist
+    domain = tune_domain(param)
+    rng = np.random.default_rng(0)
+    samples = [domain.sample(random_state=rng) if hasattr(domain, "sample") else domain for _ in range(50)]
+    assert all(ok(x) for x in samples), (dist, samples[:5])
+    hp_expr = hyperopt_domain(param)
+    hp_samples = [stochastic.sample(hp_expr, rng=np.random.default_rng(i)) for i in range(50)]
+    assert all(ok(x) for x in hp_samples), (dist, hp_samples[:5])
+
+
+def test_log_uniform_bounds_are_natural_logs_as_in_wandb():
+    (p,) = parse_parameters({"lr": {"distribution": "log_uniform", "min": -9.2, "max": -2.3}}, "f", "random")
+    lo, hi = candidates((p,))["lr"]
+    assert lo == pytest.approx(math.exp(-9.2)) and hi == pytest.approx(math.exp(-2.3))
+
+
+def test_inference_like_wandb():
+    params = parse_parameters(
+        {
+            "a": {"value": 1},
+            "b": {"values": [1]},
+            "c": {"min": 1, "max": 3},
+            "d": {"min": 0.1, "max": 1},
+            "e": {"mu": 0, "sigma": 1},
+        },
+        "f",
+        "random",
+    )
+    assert [p.distribution for p in params] == ["constant", "categorical", "int_uniform", "uniform", "normal"]
+
+
+def test_conditional_grid_has_no_duplicates_and_drops_switched_off_params():
+    params = parse_parameters(
+        {
+            "lr_schedule": {"values": ["constant", "linear"]},
+            "warmup_steps": {"values": [0, 100, 500], "when": {"lr_schedule": "linear"}},
+            "seed": {"values": [1, 2]},
+        },
+        "f",
+        "grid",
+    )
+    combos = grid_combinations(params)
+    assert len(combos) == 2 * (1 + 3)
+    assert {"lr_schedule": "constant", "seed": 1} in combos
+    space = param_space(params, "grid")
+    assert list(space) == [GRID_KEY] and len(space[GRID_KEY]["grid_search"]) == 8
+    cfg = {"lr_schedule": "constant", "warmup_steps": 100, "seed": 1}
+    assert effective_config(cfg, params) == {"lr_schedule": "constant", "seed": 1}
+    cfg["lr_schedule"] = "linear"
+    assert effective_config(cfg, params) == cfg
+
+
+def test_nested_parameters_become_nested_config():
+    params = parse_parameters(
+        {"opt": {"parameters": {"lr": {"values": [0.1, 0.2]}, "beta": {"value": 0.9}}}}, "f", "grid"
+    )
+    assert [p.name for p in params] == ["opt.lr", "opt.beta"]
+    space = param_space(params, "grid")
+    assert space["opt"]["beta"] == 0.9 and space["opt"]["lr"] == tune.grid_search([0.1, 0.2])
+
+
+def test_pbt_mutations_derived_from_parameters():
+    params = parse_parameters(
+        {
+            "lr": {"distribution": "log_uniform_values", "min": 1e-4, "max": 1e-2},
+            "bs": {"values": [16, 32]},
+            "h": {"value": 8},
+        },
+        "f",
+        "random",
+    )
+    muts = pbt_mutations(params)
+    assert muts["bs"] == [16, 32] and "h" not in muts and hasattr(muts["lr"], "sample")
