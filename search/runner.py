@@ -68,6 +68,8 @@ def preflight(spec: Spec, sections: dict) -> None:
     for p in spec.parameters:
         if p.path[0] in RESERVED:
             raise SpecError(spec.file, f"parameters.{p.name}", f"{p.path[0]!r} is a section name; rename the parameter")
+    if spec.wandb.get("mode") == "online" and not os.environ.get("WANDB_API_KEY") and not _wandb_logged_in():
+        raise SpecError(spec.file, "wandb.mode", "online needs a W&B login; run `wandb login`, or use mode: offline")
     if spec.trainable not in TRAINABLES:
         return  # a user's function owns its sections
     if "model" in sections:
@@ -78,6 +80,15 @@ def preflight(spec: Spec, sections: dict) -> None:
         from search.corpora import validate_data
 
         validate_data(sections["data"], spec.file)
+
+
+def _wandb_logged_in() -> bool:
+    try:
+        import wandb
+
+        return bool(wandb.Api(timeout=5).api_key)
+    except Exception:
+        return False
 
 
 def _make_trial_fn(fn: Callable, params: tuple[Param, ...]) -> Callable:
@@ -153,6 +164,10 @@ def _callbacks(spec: Spec, run_dir: Path, progress: bool) -> list:
         kwargs = {k: spec.wandb[k] for k in ("entity", "group", "tags") if k in spec.wandb}
         if "entity" not in kwargs and "entity" in spec.extra:
             kwargs["entity"] = spec.extra["entity"]
+        if mode == "offline" and not os.environ.get("WANDB_API_KEY"):
+            # Ray's callback insists on a key even offline; offline runs never authenticate, and `wandb sync`
+            # later uses the user's own login.
+            kwargs["api_key"] = "0" * 40
         callbacks.append(WandbLoggerCallback(project=project, mode=mode, dir=str(run_dir), **kwargs))
     return callbacks
 

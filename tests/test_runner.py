@@ -165,3 +165,20 @@ settings: {steps: 2, sleep: 1.0}
     after = rank(run_dir).rows
     assert len(after) == 6 and all(r.status == "TERMINATED" for r in after)
     assert {t: (done_dirs[t] / "result.json").stat().st_mtime for t in before} == stamps
+
+
+def test_wandb_offline_writes_a_run_per_trial(ray_session, tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    path = spec_file(
+        tmp_path,
+        """
+method: grid
+metric: {name: score, goal: maximize}
+trainable: TOY:quadratic
+wandb: {mode: offline, project: test}
+parameters: {x: {values: [3]}}
+settings: {steps: 2}
+""",
+    )
+    _, run_dir = run(load_spec(path), storage=str(tmp_path / "runs"), progress=False)
+    assert list((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
