@@ -1,0 +1,2 @@
+El sol sale.
+La luna se pone.
