@@ -1,7 +1,7 @@
 """Ray Tune hyperparameter and decoding-parameter search for seq2seq models.
 
 The public verbs: ``load_spec`` (YAML -> validated Spec), ``run`` (Spec -> Ray Tune sweep), ``resume`` (continue an
-interrupted sweep), ``rank`` and ``format_ranking`` (run directory -> ranked table).
+interrupted sweep), ``rank`` and ``format_ranking`` (run directory -> ranked table), ``export`` (winner -> model defaults).
 
 Example:
     >>> from search import load_spec, run, rank, format_ranking
@@ -44,4 +44,11 @@ def format_ranking(*args, **kwargs):
     return _format(*args, **kwargs)
 
 
-__all__ = ["DataError", "Spec", "SpecError", "UserError", "format_ranking", "load_spec", "rank", "resume", "run"]
+def export(*args, **kwargs):
+    """See :func:`search.export.export`."""
+    from search.export import export as _export
+
+    return _export(*args, **kwargs)
+
+
+__all__ = ["DataError", "Spec", "SpecError", "UserError", "export", "format_ranking", "load_spec", "rank", "resume", "run"]

@@ -1,4 +1,4 @@
-"""The ``search`` command line: validate | run | resume | rank.
+"""The ``search`` command line: validate | run | resume | rank | export | plot | pipeline.
 
 A user's mistake (bad YAML, unknown name, missing file, bad data) prints one line and exits with code 2, with no
 traceback and no run directory left behind.
@@ -59,6 +59,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="table", choices=("table", "md", "csv", "json"))
     p.add_argument("--top", type=int)
     p.add_argument("--columns", help="comma-separated extra metrics to show")
+    p.add_argument("--bootstrap", type=int, default=1000, metavar="N", help="paired bootstrap resamples (0: no test)")
+    p.add_argument("--alpha", type=float, default=0.05, help="p-value under which a row is worse than the best")
+
+    p = sub.add_parser("export", help="export the winner: generation defaults, or a model directory")
+    p.add_argument("run_dir")
+    p.add_argument("--to", required=True, metavar="MODEL_DIR", help="model directory to update or write")
+    p.add_argument("--scope", default="last", choices=("last", "best", "avg"))
+    p.add_argument("--dry-run", action="store_true", help="print what would change, write nothing")
+    p.add_argument("--force", action="store_true", help="replace an existing model directory (kept as .bak)")
+
+    p = sub.add_parser("plot", help="PNG plots of a run: BLEU heatmap, metric curves, PBT schedules")
+    p.add_argument("run_dir")
+    p.add_argument("--out", help="directory for the PNG files (default: RUN_DIR/plots)")
+    p.add_argument("--scope", default="last", choices=("last", "best", "avg"))
+
+    p = sub.add_parser("pipeline", help="fine-tune sweep -> top-k checkpoints -> decoding sweeps -> rank -> export")
+    p.add_argument("file", help="pipeline YAML file")
+    p.add_argument("--smoke-test", action="store_true", help="merge the file's smoke_test: section over it")
+    p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
+    p.add_argument("--storage", help="directory that holds run directories (default: the file's storage, ./runs)")
+    p.add_argument("--force", action="store_true", help="replace an existing export directory (kept as .bak)")
     return parser
 
 
@@ -101,12 +122,47 @@ def cmd_rank(args: argparse.Namespace) -> int:
     from search.results import format_ranking, rank
 
     columns = tuple(c for c in args.columns.split(",") if c) if args.columns else None
-    ranking = rank(args.run_dir, metric=args.metric, mode=args.mode, scope=args.scope, top=args.top, columns=columns)
+    ranking = rank(
+        args.run_dir, metric=args.metric, mode=args.mode, scope=args.scope, top=args.top, columns=columns,
+        bootstrap=args.bootstrap, alpha=args.alpha,
+    )  # fmt: skip
     print(format_ranking(ranking, args.format))
     return 0
 
 
-COMMANDS = {"validate": cmd_validate, "run": cmd_run, "resume": cmd_resume, "rank": cmd_rank}
+def cmd_export(args: argparse.Namespace) -> int:
+    from search.export import export
+
+    for line in export(args.run_dir, args.to, dry_run=args.dry_run, force=args.force, scope=args.scope):
+        print(line)
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from search.plots import plot
+
+    for path in plot(args.run_dir, args.out, scope=args.scope):
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_pipeline(args: argparse.Namespace) -> int:
+    from search.pipeline import load_pipeline, run_pipeline
+
+    pipeline = load_pipeline(args.file, smoke_test=args.smoke_test)
+    run_pipeline(pipeline, address=args.address, storage=args.storage, force=args.force)
+    return 0
+
+
+COMMANDS = {
+    "validate": cmd_validate,
+    "run": cmd_run,
+    "resume": cmd_resume,
+    "rank": cmd_rank,
+    "export": cmd_export,
+    "plot": cmd_plot,
+    "pipeline": cmd_pipeline,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

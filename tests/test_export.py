@@ -1,0 +1,348 @@
+"""Export: generation_config.json merge, backup and atomicity; a bare generate() uses the exported values; the model
+directory, best_hparams.yaml, model card and PBT schedule of a fine-tune sweep.
+
+The toy trainables at the bottom stand in for ``decode`` and ``finetune``: they write the same artifacts (translations
+in the trial directory, a checkpoint with a ``model/`` directory) in a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from search.errors import UserError
+from search.export import (
+    GENERATION_FILE,
+    atomic_write,
+    card_with_section,
+    export_generation,
+    pbt_schedule,
+)
+from search.results import Row
+from search.spec import validate
+
+HERE = Path(__file__).resolve()
+WORDS = "the a cat dog sat ran on under mat park house tree big small red blue".split()
+REFERENCES = [" ".join(WORDS[(i * 3 + k * 5) % len(WORDS)] for k in range(6 + i % 5)) for i in range(40)]
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    """A randomly initialised 1-layer BART with its tokenizer, saved as a model directory."""
+    import torch
+
+    from search.models import build_model
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    root = tmp_path_factory.mktemp("tiny")
+    model, tokenizer = build_model(
+        {"arch": "bart", "d_model": 32, "layers": 1, "heads": 2, "ffn": 64, "vocab_size": 300, "max_length": 32},
+        lambda: REFERENCES,
+        cache_dir=root / "cache",
+    )
+    model.save_pretrained(root / "model")
+    tokenizer.save_pretrained(root / "model")
+    return root / "model"
+
+
+@pytest.fixture()
+def model_dir(tiny_model, tmp_path) -> Path:
+    return Path(shutil.copytree(tiny_model, tmp_path / "model"))
+
+
+# ------------------------------------------------------------------------------------------------ generation config
+
+
+def test_generation_export_merges_keeps_other_fields_and_backs_up(model_dir):
+    before = json.loads((model_dir / GENERATION_FILE).read_text())
+    changes, backup = export_generation(model_dir, {"num_beams": 4, "length_penalty": 1.2, "early_stopping": True})
+    assert changes == ["early_stopping: unset -> true", "length_penalty: unset -> 1.2", "num_beams: unset -> 4"]
+    after = json.loads((model_dir / GENERATION_FILE).read_text())
+    assert after["num_beams"] == 4 and after["length_penalty"] == 1.2 and after["early_stopping"] is True
+    for key in ("decoder_start_token_id", "eos_token_id", "pad_token_id", "max_length"):
+        assert after[key] == before[key]
+    assert backup == model_dir / (GENERATION_FILE + ".bak") and json.loads(backup.read_text()) == before
+    # the same values again: nothing changes, nothing is written
+    assert export_generation(model_dir, {"num_beams": 4}) == ([], None)
+    _, second = export_generation(model_dir, {"num_beams": 6})
+    assert second.name == GENERATION_FILE + ".bak2" and json.loads(second.read_text())["num_beams"] == 4
+
+
+def test_bare_generate_uses_the_exported_values(model_dir):
+    import torch
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    export_generation(model_dir, {"num_beams": 3, "length_penalty": 0.7, "max_new_tokens": 6})
+    model = AutoModelForSeq2SeqLM.from_pretrained(model_dir).eval()
+    inputs = AutoTokenizer.from_pretrained(model_dir)(REFERENCES[:3], return_tensors="pt", padding=True)
+    assert (model.generation_config.num_beams, model.generation_config.length_penalty) == (3, 0.7)
+    with torch.no_grad():
+        bare = model.generate(**inputs, return_dict_in_generate=True, output_scores=True)
+        explicit = model.generate(
+            **inputs, num_beams=3, length_penalty=0.7, max_new_tokens=6, return_dict_in_generate=True,
+            output_scores=True,
+        )  # fmt: skip
+        greedy = model.generate(**inputs, num_beams=1, return_dict_in_generate=True, output_scores=True)
+    assert bare.sequences_scores is not None  # beam search ran; greedy output has no sequence scores
+    assert torch.equal(bare.sequences, explicit.sequences)
+    assert torch.allclose(bare.sequences_scores, explicit.sequences_scores)
+    assert getattr(greedy, "sequences_scores", None) is None
+    assert bare.sequences.shape[1] <= 1 + 6
+
+
+def test_generation_dry_run_writes_nothing(model_dir):
+    before = (model_dir / GENERATION_FILE).read_bytes()
+    changes, backup = export_generation(model_dir, {"num_beams": 5}, dry_run=True)
+    assert changes == ["num_beams: unset -> 5"] and backup is None
+    assert (model_dir / GENERATION_FILE).read_bytes() == before
+    assert sorted(p.name for p in model_dir.iterdir() if "generation" in p.name) == [GENERATION_FILE]
+
+
+def test_generation_export_errors_are_one_line(model_dir, tmp_path):
+    with pytest.raises(UserError, match="num_beamz: not a GenerationConfig field"):
+        export_generation(model_dir, {"num_beamz": 5})
+    with pytest.raises(UserError, match="invalid together"):
+        export_generation(model_dir, {"num_beams": 2, "num_return_sequences": 4})
+    with pytest.raises(UserError, match="not a model directory"):
+        export_generation(tmp_path / "nowhere", {"num_beams": 5})
+
+
+def test_atomic_write_keeps_the_old_file_when_the_rename_fails(tmp_path, monkeypatch):
+    target = tmp_path / "generation_config.json"
+    target.write_text("old")
+
+    def fail(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", fail)
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write(target, "new")
+    assert target.read_text() == "old"
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_card_section_is_replaced_not_duplicated():
+    card = card_with_section("# My model\n\nintro\n", "finetune", "## Fine-tuning\nv1")
+    card = card_with_section(card, "decode", "## Decoding\nd1")
+    card = card_with_section(card, "finetune", "## Fine-tuning\nv2")
+    assert card.count("## Fine-tuning") == 1 and "v2" in card and "v1" not in card
+    assert card.startswith("# My model\n\nintro\n") and "d1" in card
+
+
+# ------------------------------------------------------------------------------------------------ PBT schedule
+
+
+PBT_SPEC = {
+    "method": "random",
+    "metric": {"name": "bleu", "goal": "maximize"},
+    "scheduler": {"type": "pbt", "perturbation_interval": 2},
+    "parameters": {"lr": {"values": [0.1, 0.2, 0.4]}, "layers": {"value": 2}},
+}
+
+
+def test_pbt_schedule_follows_the_lineage_in_rays_global_log(tmp_path):
+    spec = validate(PBT_SPEC, "pbt.yaml")
+    trial_dir = tmp_path / "train_b"
+    trial_dir.mkdir()
+    history = [{"training_iteration": i, "step": 10 * i, "config": {"lr": 0.1}} for i in range(1, 7)]
+    (trial_dir / "result.json").write_text("".join(json.dumps(r) + "\n" for r in history))
+    # Ray's lines: [target tag, clone tag, target iteration, clone iteration, clone config, new config]
+    lines = [
+        ["0_a", "2_c", 2, 2, {"lr": 0.4, "layers": 2}, {"lr": 0.2, "layers": 2}],  # a took c's weights at 2
+        ["2_c", "1_b", 3, 3, {"lr": 0.1, "layers": 2}, {"lr": 0.15, "layers": 2}],  # not in b's lineage
+        ["1_b", "0_a", 4, 4, {"lr": 0.2, "layers": 2}, {"lr": 0.25, "layers": 2}],  # b took a's weights at 4
+        [
+            "1_b",
+            "2_c",
+            5,
+            6,
+            {"lr": 0.15, "layers": 2},
+            {"lr": 0.8, "layers": 2},
+        ],  # restored at 6: after b's last report
+        ["1_b", "2_c", 6, 6, {"lr": 0.15, "layers": 2}, {"lr": 0.9, "layers": 2}],  # after b's last report
+    ]
+    (tmp_path / "pbt_global.txt").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    row = Row("b", "TERMINATED", 6, 30.0, {"lr": 0.9}, path=str(trial_dir), tag="1_b")
+    assert pbt_schedule(tmp_path, row, spec) == [
+        {"after_iteration": 0, "from_step": 0, "config": {"lr": 0.4}},
+        {"after_iteration": 2, "from_step": 20, "config": {"lr": 0.2}},
+        {"after_iteration": 4, "from_step": 40, "config": {"lr": 0.25}},
+    ]
+
+
+def test_pbt_schedule_without_exploits_reads_the_reported_configs(tmp_path):
+    spec = validate(PBT_SPEC, "pbt.yaml")
+    trial_dir = tmp_path / "t"
+    trial_dir.mkdir()
+    lrs = [0.1, 0.1, 0.3, 0.3]
+    history = [{"training_iteration": i + 1, "config": {"lr": lr, "layers": 2}} for i, lr in enumerate(lrs)]
+    (trial_dir / "result.json").write_text("".join(json.dumps(r) + "\n" for r in history))
+    (tmp_path / "pbt_global.txt").write_text(json.dumps(["0_a", "1_b", 2, 2, {"lr": 1}, {"lr": 2}]) + "\n")
+    row = Row("t", "TERMINATED", 4, 1.0, {"lr": 0.3}, path=str(trial_dir), tag="3_t")
+    schedule = pbt_schedule(tmp_path, row, spec)
+    assert [(e["after_iteration"], e["config"]["lr"]) for e in schedule] == [(0, 0.1), (2, 0.3)]
+
+
+# ------------------------------------------------------------------------------------------------ through Ray Tune
+
+
+def _spec_file(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "sweep.yaml"
+    path.write_text(text.replace("TOY", f"{HERE}"))
+    return path
+
+
+@pytest.mark.ray
+def test_decoding_sweep_exports_its_winner_as_generation_defaults(ray_session, tmp_path, model_dir, capsys):
+    from search.__main__ import main
+    from search.runner import run
+    from search.spec import load_spec
+
+    path = _spec_file(
+        tmp_path,
+        """
+method: grid
+metric: {name: bleu, goal: maximize}
+trainable: TOY:toy_decode
+parameters:
+  num_beams: {values: [1, 4]}
+  length_penalty: {values: [0.8, 1.0]}
+  early_stopping: {values: [true, false]}
+  max_new_tokens: {value: 12}
+""",
+    )
+    _, run_dir = run(load_spec(path), storage=str(tmp_path / "runs"), progress=False)
+    before = (model_dir / GENERATION_FILE).read_bytes()
+    assert main(["export", str(run_dir), "--to", str(model_dir), "--dry-run"]) == 0
+    assert "would change" in capsys.readouterr().out and (model_dir / GENERATION_FILE).read_bytes() == before
+    assert main(["export", str(run_dir), "--to", str(model_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "num_beams: unset -> 4" in out and "length_penalty: unset -> 1.0" in out and ".bak" in out
+    saved = json.loads((model_dir / GENERATION_FILE).read_text())
+    # early_stopping True costs 0.01 of error in the toy, so False wins; max_new_tokens is a constant of the sweep
+    assert (saved["num_beams"], saved["length_penalty"], saved["early_stopping"], saved["max_new_tokens"]) == (
+        4, 1.0, False, 12,
+    )  # fmt: skip
+    assert main(["rank", str(run_dir), "--format", "md"]) == 0
+    md = capsys.readouterr().out
+    assert "bleu signature: nrefs:1|" in md and "| best |" in md and "1000 resamples" in md
+    assert main(["plot", str(run_dir)]) == 0
+    assert (run_dir / "plots" / "heatmap.png").stat().st_size > 10_000
+
+
+@pytest.mark.ray
+def test_pbt_finetune_sweep_exports_model_hparams_card_and_schedule(ray_session, tmp_path, tiny_model, capsys):
+    from transformers import AutoModelForSeq2SeqLM
+
+    from search.__main__ import main
+    from search.runner import run
+    from search.spec import load_spec
+
+    path = _spec_file(
+        tmp_path,
+        f"""
+method: random
+metric: {{name: bleu, goal: maximize}}
+trainable: TOY:toy_train
+run_cap: 2
+seed: 0
+scheduler: {{type: pbt, perturbation_interval: 2, quantile_fraction: 0.5, resample_probability: 1.0}}
+parameters:
+  lr: {{values: [0.05, 0.3]}}
+settings: {{steps: 6, sleep: 0.5, model_src: {tiny_model}}}
+data: {{corpus: toy}}
+""",
+    )
+    _, run_dir = run(load_spec(path), storage=str(tmp_path / "runs"), progress=False)
+    out_dir = tmp_path / "exported"
+    assert main(["export", str(run_dir), "--to", str(out_dir), "--dry-run"]) == 0
+    assert "dry run: would write" in capsys.readouterr().out and not out_dir.exists()
+    assert main(["export", str(run_dir), "--to", str(out_dir)]) == 0
+    assert AutoModelForSeq2SeqLM.from_pretrained(out_dir).config.d_model == 32
+    assert (out_dir / "tokenizer.json").is_file()
+    hparams = yaml.safe_load((out_dir / "best_hparams.yaml").read_text())
+    assert isinstance(hparams["lr"], float)
+    assert "search run" in (out_dir / "best_hparams.yaml").read_text()
+    card = (out_dir / "README.md").read_text()
+    assert "| bleu |" in card and "sacreBLEU signature: `nrefs:1|" in card and "corpus: toy" in card
+    schedule = yaml.safe_load((out_dir / "pbt_schedule.yaml").read_text())
+    assert schedule["schedule"][0]["after_iteration"] == 0 and "lr" in schedule["schedule"][0]["config"]
+    assert schedule["schedule"][-1]["config"]["lr"] == hparams["lr"]  # the config of the winner's last report
+    assert [e["after_iteration"] for e in schedule["schedule"]] == sorted(
+        e["after_iteration"] for e in schedule["schedule"]
+    )
+    # never overwrite silently
+    assert main(["export", str(run_dir), "--to", str(out_dir)]) == 2
+    assert "pass --force" in capsys.readouterr().err
+    assert main(["export", str(run_dir), "--to", str(out_dir), "--force"]) == 0
+    assert (tmp_path / "exported.bak" / "best_hparams.yaml").is_file()
+    assert main(["plot", str(run_dir)]) == 0
+    assert {p.name for p in (run_dir / "plots").iterdir()} == {"curves.png", "pbt_schedule.png"}
+
+
+# ------------------------------------------------------------------------------------------------ toy trainables
+
+
+def _translations(error_rate: float) -> list[str]:
+    out = []
+    for i, ref in enumerate(REFERENCES):
+        words = ref.split()
+        out.append(" ".join("zz" if ((i * 37 + j * 11) % 100) / 100 < error_rate else w for j, w in enumerate(words)))
+    return out
+
+
+def _write_translations(hypotheses: list[str]) -> None:
+    from ray import tune
+
+    trial_dir = tune.get_context().get_trial_dir()
+    for name, lines in (("hypotheses.txt", hypotheses), ("references.txt", REFERENCES)):
+        with open(os.path.join(trial_dir, name + ".tmp"), "w", encoding="utf-8") as f:
+            f.write("".join(line + "\n" for line in lines))
+        os.replace(os.path.join(trial_dir, name + ".tmp"), os.path.join(trial_dir, name))
+
+
+def toy_decode(config: dict) -> None:
+    """Like ``decode``: one report of BLEU; error grows with |length_penalty - 1|, greedy and early stopping."""
+    from ray import tune
+
+    from search.metrics import corpus_scores
+
+    error = 0.3 * abs(config["length_penalty"] - 1.0) + (0.15 if config["num_beams"] == 1 else 0.0)
+    hyps = _translations(error + (0.01 if config["early_stopping"] else 0.0))
+    _write_translations(hyps)
+    tune.report(corpus_scores(hyps, REFERENCES))
+
+
+def toy_train(config: dict) -> None:
+    """Like ``finetune``: BLEU rises at rate ``lr``; each report checkpoints a ``model/`` directory and the state."""
+    from ray import tune
+
+    from search.metrics import corpus_scores
+
+    settings = config["settings"]
+    step, quality = 0, 0.0
+    checkpoint = tune.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as d:
+            step, quality = json.loads(Path(d, "state.json").read_text())
+    while step < settings["steps"]:
+        step, quality = step + 1, quality + config["lr"]
+        hyps = _translations(max(0.0, 0.8 - quality))
+        _write_translations(hyps)
+        with tempfile.TemporaryDirectory() as d:
+            shutil.copytree(settings["model_src"], Path(d, "model"))
+            Path(d, "state.json").write_text(json.dumps([step, quality]))
+            metrics = {"step": step * 10, **corpus_scores(hyps, REFERENCES)}
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+        time.sleep(settings["sleep"])
+
+
+toy_train.__search_checkpoints__ = True  # what search.trainables.checkpointing sets

@@ -1,0 +1,127 @@
+"""Ranking without Ray: bootstrap marks on trial directories, the row order, and every format."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from search.errors import UserError
+from search.metrics import corpus_scores, paired_bootstrap
+from search.results import Ranking, Row, format_ranking, mark_ties, order_rows
+
+WORDS = "the a cat dog sat ran on under mat park house tree big small red blue".split()
+REFERENCES = [" ".join(WORDS[(i * 3 + k * 5) % len(WORDS)] for k in range(6 + i % 5)) for i in range(80)]
+SIGNATURE = "nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:2.6.0"
+
+
+def translations(error_rate: float) -> list[str]:
+    """References with a deterministic share of words replaced by ``zz``."""
+    out = []
+    for i, ref in enumerate(REFERENCES):
+        words = ref.split()
+        out.append(" ".join("zz" if ((i * 37 + j * 11) % 100) / 100 < error_rate else w for j, w in enumerate(words)))
+    return out
+
+
+def trial(tmp_path: Path, trial_id: str, hyps: list[str] | None, refs: list[str] | None = REFERENCES, **kw) -> Row:
+    path = tmp_path / trial_id
+    path.mkdir()
+    if hyps is not None:
+        (path / "hypotheses.txt").write_text("".join(h + "\n" for h in hyps), encoding="utf-8")
+    if refs is not None:
+        (path / "references.txt").write_text("".join(r + "\n" for r in refs), encoding="utf-8")
+    value = corpus_scores(hyps, REFERENCES)["bleu"] if hyps is not None else kw.pop("value", None)
+    fields = {"status": "TERMINATED", "training_iteration": 1, "params": {"num_beams": len(trial_id)}}
+    return Row(trial_id=trial_id, value=value, path=str(path), **{**fields, **kw})
+
+
+def ranking(rows: list[Row], metric: str = "bleu") -> Ranking:
+    return Ranking(
+        metric=metric, mode="max", scope="last", params=("num_beams",), columns=("chrf",),
+        rows=order_rows(rows, "max"), signature=SIGNATURE,
+    )  # fmt: skip
+
+
+@pytest.fixture()
+def marked(tmp_path):
+    rows = [
+        trial(tmp_path, "best", translations(0.0)),
+        trial(tmp_path, "close", translations(0.01)),
+        trial(tmp_path, "far", translations(0.3)),
+        trial(tmp_path, "same", translations(0.0)),
+        trial(tmp_path, "other_refs", translations(0.02), refs=REFERENCES[::-1]),
+        trial(tmp_path, "stopped", translations(0.0), status="STOPPED"),
+        trial(tmp_path, "broken", None, refs=None, status="ERROR", error="RuntimeError: boom"),
+    ]
+    return mark_ties(ranking(rows), n_samples=200)
+
+
+def test_bootstrap_marks_tied_worse_and_identical_rows(marked):
+    by_id = {r.trial_id: r for r in marked.rows}
+    assert marked.best.trial_id in ("best", "same")
+    assert by_id["close"].tied is True and by_id["close"].p_value >= 0.05
+    assert by_id["far"].tied is False and by_id["far"].p_value < 0.05
+    other = "same" if marked.best.trial_id == "best" else "best"
+    assert by_id[other].tied is True and by_id[other].p_value == 1.0  # identical output: tied without a test
+    # a trial scored on other references, a stopped one and an errored one are never compared
+    assert by_id["other_refs"].tied is None and "other_refs" in " ".join(marked.notes)
+    assert by_id["stopped"].tied is None and by_id["broken"].tied is None
+    assert "200 resamples" in marked.bootstrap and "p >= 0.05" in marked.bootstrap and "bs:200" in marked.bootstrap
+
+
+def test_bootstrap_p_values_are_sacrebleus(marked):
+    by_id = {r.trial_id: r for r in marked.rows}
+    direct = paired_bootstrap(translations(0.0), {"far": translations(0.3)}, REFERENCES, n_samples=200)
+    assert by_id["far"].p_value == pytest.approx(direct.p_values["far"])
+
+
+def test_stopped_and_errored_rows_come_last_and_never_win(marked):
+    statuses = [r.status for r in marked.rows]
+    assert statuses[-2:] == ["STOPPED", "ERROR"]
+    assert marked.best.status == "TERMINATED"
+    assert "stopped" not in {r.trial_id for r in marked.ranked}
+
+
+def test_no_bootstrap_without_translations_or_for_other_metrics(tmp_path):
+    rows = [trial(tmp_path, "a", None, refs=None, value=3.0), trial(tmp_path, "b", None, refs=None, value=2.0)]
+    r = mark_ties(ranking(rows))
+    assert r.bootstrap is None and all(row.tied is None for row in r.rows) and "no paired bootstrap" in r.notes[0]
+    loss = mark_ties(ranking(rows, metric="eval_loss"))
+    assert loss.bootstrap is None and loss.notes == ()
+
+
+def test_markdown_shows_signature_once_and_the_test(marked):
+    md = format_ranking(marked, "md")
+    lines = md.splitlines()
+    assert md.count(SIGNATURE) == 1 and SIGNATURE in lines[0]
+    assert lines[2] == "| bleu | vs best | num_beams | chrf | trial_id | status | training_iteration |"
+    assert any(line.startswith("| ") and "| best |" in line for line in lines)
+    assert any("≈ p=" in line for line in lines) and any("< p=" in line for line in lines)
+    assert "| STOPPED |" in md and "ERROR: RuntimeError: boom" in md
+    assert "paired bootstrap" in lines[-2] or "paired bootstrap" in md.split("\n\n")[-1]
+
+
+def test_csv_json_and_table_formats(marked):
+    rows = list(csv.DictReader(io.StringIO(format_ranking(marked, "csv"))))
+    assert list(rows[0]) == ["bleu", "p_value", "tied", "num_beams", "chrf", "trial_id", "status", "training_iteration"]
+    far = next(r for r in rows if r["trial_id"] == "far")
+    assert far["tied"] == "False" and float(far["p_value"]) < 0.05
+    data = json.loads(format_ranking(marked, "json"))
+    assert data["signature"] == SIGNATURE and "resamples" in data["bootstrap"]
+    assert [r["trial_id"] for r in data["rows"]][-1] == "broken"
+    table = format_ranking(marked, "table")
+    assert "vs best" in table and SIGNATURE.split("|")[0] in table
+
+
+def test_unknown_format_is_a_user_error(marked):
+    with pytest.raises(UserError, match="--format: must be one of table, md, csv, json, got 'html'"):
+        format_ranking(marked, "html")
+
+
+def test_paired_bootstrap_rejects_unequal_lengths():
+    with pytest.raises(ValueError, match="got 1 hypotheses for 2 references"):
+        paired_bootstrap(["a", "b"], {"x": ["a"]}, ["a", "b"])
