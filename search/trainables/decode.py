@@ -1,0 +1,270 @@
+"""The ``decode`` trainable: one trial per ``generate()`` config, scored by corpus BLEU on a dev set.
+
+Searched parameters arrive at the top level of the config and are passed to ``generate()`` as they are (``num_beams``,
+``length_penalty``, ``early_stopping``, ``no_repeat_ngram_size``, ``do_sample``, ``top_p``, ...); ``model``, ``data``
+and ``settings`` (``SETTING_DEFAULTS``) are fixed for the sweep.
+
+Trials that share a beam pass do not redo it. ``prepare`` (called by the runner before the sweep) stores the grid of
+searched values in ``settings["decode_plan"]``; the first trial that needs a pass decodes, with ``search.beam``, every
+planned config of that pass at once, and stores each config's hypotheses in ``search.decode_cache`` under
+``settings["cache_dir"]``. Concurrent trials of that pass wait on its lock and then only score. A config the plan does
+not name (a continuous ``length_penalty`` from hyperopt, a resumed run with another grid) is decoded on its own,
+exactly. Batches are fixed (sources sorted by length, ``batch_size`` each) so that every config sees the same padding.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from search.beam import decode_configs, resolve
+from search.decode_cache import DecodeCache, digest, model_fingerprint
+from search.errors import SpecError
+from search.metrics import corpus_scores
+from search.trainables.common import use_trial_cpus
+
+SETTING_DEFAULTS: dict[str, Any] = {
+    "split": "dev",  # which split of `data` is decoded
+    "limit": None,  # decode only the first N pairs (None: the whole split)
+    "batch_size": 32,  # sentences per generate() call; part of the cache key (padding changes scores by ~1e-6)
+    "max_new_tokens": 64,  # verses of <= 30 words take <= ~60 BPE tokens
+    "max_source_length": 128,  # source tokens kept; longer sources are cut
+    "generate": {},  # fixed generate() arguments for every trial (e.g. {min_length: 3})
+    "seed": 0,  # initialises a model given as a mapping, and seeds sampling
+    "train_size": 2000,  # training texts for the tokenizer of a model given as a mapping (smoke tests)
+    "cache_dir": "./runs/.cache",  # shared decode results and tokenizers (the runner sets an absolute path)
+    "decode_plan": {},  # set by `prepare`: {"grid": {name: [values]}, "continuous": [names]}
+}
+_FIXED_KEYS = ("model", "data", "settings")
+# A grid with more configs than this is not decoded ahead; each trial decodes its own config.
+MAX_PLANNED = 10_000
+_MODELS: dict[str, tuple[Any, Any]] = {}  # one model per worker process, keyed by its fingerprint
+
+
+def prepare(settings: dict, candidates: dict) -> dict:
+    """The settings the trials receive: ``decode_plan`` lists the searched values a shared pass must cover.
+
+    Args:
+        settings: the spec's ``settings`` (with ``cache_dir``).
+        candidates: each searched parameter's values (a list) or ``(low, high)`` range (continuous).
+
+    Example:
+        >>> prepare({}, {"num_beams": [4, 8], "length_penalty": (0.5, 1.5)})["decode_plan"]
+        {'grid': {'num_beams': [4, 8]}, 'continuous': ['length_penalty']}
+    """
+    grid = {k: list(v) for k, v in candidates.items() if isinstance(v, list)}
+    continuous = sorted(k for k in candidates if k not in grid)
+    return {**settings, "decode_plan": {"grid": grid, "continuous": continuous}}
+
+
+def _plain_value(value: Any) -> Any:
+    """Numpy scalars (hyperopt) as Python numbers; integral floats of integer arguments as ints."""
+    return value.item() if hasattr(value, "item") and not isinstance(value, list | dict) else value
+
+
+def generation_args(config: dict) -> dict:
+    """The ``generate()`` arguments of a trial's config: every key but ``model``, ``data`` and ``settings``."""
+    args = {k: _plain_value(v) for k, v in config.items() if k not in _FIXED_KEYS}
+    for key in ("num_beams", "num_return_sequences", "no_repeat_ngram_size", "top_k", "min_length"):
+        value = args.get(key)
+        if isinstance(value, float) and value.is_integer():
+            args[key] = int(value)
+    if isinstance(args.get("length_penalty"), int) and not isinstance(args["length_penalty"], bool):
+        args["length_penalty"] = float(args["length_penalty"])
+    return args
+
+
+def canonical(model: Any, args: dict, shared: dict) -> tuple[tuple, dict]:
+    """``(pass key, canonical config)``: configs with equal canonical configs decode to the same text.
+
+    Greedy decoding ignores ``length_penalty``/``early_stopping``; ``"never"`` equals ``False`` when
+    ``length_penalty <= 0``; the top hypothesis does not depend on ``num_return_sequences``.
+    """
+    how = resolve(model, args, shared)
+    if how is None:
+        return ("plain", digest({**shared, **args})), dict(args)
+    kind, pass_key, replay = how
+    rest = {k: v for k, v in args.items() if k not in ("length_penalty", "early_stopping", "num_return_sequences")}
+    if kind == "greedy":
+        return (kind, *pass_key), {**rest, "num_beams": 1}
+    lp, es = replay["length_penalty"], replay["early_stopping"]
+    es = False if es == "never" and not lp > 0.0 else es
+    return (kind, *pass_key), {**rest, "length_penalty": lp, "early_stopping": es}
+
+
+def config_label(config: dict) -> str:
+    """A readable, sorted ``key=value`` label (the ``identical_to`` metric)."""
+    return " ".join(f"{k}={config[k]}" for k in sorted(config))
+
+
+def planned_configs(plan: dict, own: dict) -> list[dict]:
+    """The searched configs of the plan's grid, or only ``own`` when a parameter is continuous or the grid is huge."""
+    grid = plan.get("grid") or {}
+    if plan.get("continuous") or not grid or math.prod(len(v) for v in grid.values()) > MAX_PLANNED:
+        return [own]
+    names = list(grid)
+    return [dict(zip(names, values, strict=True)) for values in itertools.product(*(grid[n] for n in names))]
+
+
+def load(model_spec: Any, settings: dict, data: dict):
+    """The (model, tokenizer) of this worker, loaded or built once per fingerprint."""
+    from search.models import build_model
+
+    key = model_fingerprint(model_spec, settings["seed"])
+    if key not in _MODELS:
+
+        def train_texts() -> list[str]:
+            from search.corpora import load_pairs
+
+            pairs = load_pairs(data, "train", limit=settings["train_size"])
+            return pairs.sources + pairs.references
+
+        torch.manual_seed(settings["seed"])
+        model, tokenizer = build_model(model_spec, train_texts, cache_dir=settings["cache_dir"])
+        model.eval()
+        _MODELS[key] = (model, tokenizer)
+    return _MODELS[key]
+
+
+def make_batches(tokenizer, sources: list[str], batch_size: int, max_length: int) -> list[tuple[list[int], dict]]:
+    """Fixed batches: ``(indices, tokenized batch)`` with the sources sorted by length (stable)."""
+    lengths = [len(ids) for ids in tokenizer(sources, truncation=True, max_length=max_length)["input_ids"]]
+    order = sorted(range(len(sources)), key=lambda i: lengths[i])
+    batches = []
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        inputs = tokenizer(
+            [sources[i] for i in chunk], truncation=True, max_length=max_length, padding=True, return_tensors="pt"
+        )
+        batches.append((chunk, {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"]}))
+    return batches
+
+
+def decode_pass(model, tokenizer, batches, configs: list[dict], shared: dict, seed: int) -> tuple[list[dict], float]:
+    """Decode every batch with every config (one beam pass per batch); return each config's entry and the seconds."""
+    n = sum(len(chunk) for chunk, _ in batches)
+    hypotheses = [[""] * n for _ in configs]
+    lengths = [[0] * n for _ in configs]
+    special = torch.tensor(sorted(set(tokenizer.all_special_ids)))
+    torch.manual_seed(seed)  # sampling configs are reproducible
+    start = time.perf_counter()
+    for chunk, inputs in batches:
+        for c, out in enumerate(decode_configs(model, inputs, configs, shared)):
+            per_input = out.sequences.shape[0] // len(chunk)
+            top = out.sequences[::per_input]  # the best of each input's num_return_sequences
+            texts = tokenizer.batch_decode(top, skip_special_tokens=True)
+            counts = (~torch.isin(top, special)).sum(dim=1).tolist()
+            for i, text, count in zip(chunk, texts, counts, strict=True):
+                hypotheses[c][i], lengths[c][i] = text.strip(), count
+    seconds = time.perf_counter() - start
+    entries = [{"hypotheses": h, "output_tokens": k, "seconds": seconds, "configs": len(configs)} for h, k in
+               zip(hypotheses, lengths, strict=True)]  # fmt: skip
+    return entries, seconds
+
+
+def resolve_settings(config: dict) -> dict:
+    settings = {**SETTING_DEFAULTS, **(config.get("settings") or {})}
+    for key in ("model", "data"):
+        if key not in config:
+            raise SpecError("<config>", key, f"missing; the decode trainable needs `{key}:`")
+    for key in ("batch_size", "max_new_tokens", "max_source_length"):
+        value = settings[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise SpecError("<config>", f"settings.{key}", f"must be a positive integer, got {value!r}")
+    if not isinstance(settings["generate"], dict):
+        got = settings["generate"]
+        raise SpecError("<config>", "settings.generate", f"must be a mapping of generate() arguments, got {got!r}")
+    return settings
+
+
+def run(config: dict) -> dict:
+    """Decode and score one config (reusing a shared pass when one exists); return the metrics."""
+    return decode_and_score(config)[0]
+
+
+def decode_and_score(config: dict) -> tuple[dict, list[str], list[str]]:
+    """``(metrics, hypotheses, references)`` of one config (see ``decode`` for the metrics)."""
+    from search.corpora import load_pairs
+
+    settings = resolve_settings(config)
+    pairs = load_pairs(config["data"], settings["split"], limit=settings["limit"])
+    model, tokenizer = load(config["model"], settings, config["data"])
+    # max_length=None: the model's own max_length would clash with max_new_tokens.
+    shared = {"max_new_tokens": settings["max_new_tokens"], "max_length": None, **settings["generate"]}
+    args = generation_args(config)
+    pass_key, canon = canonical(model, args, shared)
+    cache = DecodeCache(
+        settings["cache_dir"],
+        digest({
+            "model": model_fingerprint(config["model"], settings["seed"]), "sources": pairs.sources,
+            "batch_size": settings["batch_size"], "max_source_length": settings["max_source_length"],
+            "seed": settings["seed"], "pass": pass_key,
+        }),
+    )  # fmt: skip
+    entry, from_cache = cache.get(digest(canon)), True
+    if entry is None:
+        with cache.locked():
+            entry = cache.get(digest(canon))  # another trial may have computed it while we waited
+            if entry is None:
+                from_cache = False
+                members: dict[str, dict] = {digest(canon): args}
+                for other in planned_configs(settings["decode_plan"], args):
+                    other_args = generation_args({**args, **other})
+                    other_pass, other_canon = canonical(model, other_args, shared)
+                    if other_pass == pass_key and cache.get(digest(other_canon)) is None:
+                        members.setdefault(digest(other_canon), other_args)
+                batches = make_batches(tokenizer, pairs.sources, settings["batch_size"], settings["max_source_length"])
+                entries, _ = decode_pass(model, tokenizer, batches, list(members.values()), shared, settings["seed"])
+                for key, decoded in zip(members, entries, strict=True):
+                    cache.put(key, decoded)
+                entry = cache.get(digest(canon))
+    scores = corpus_scores(entry["hypotheses"], pairs.references)
+    metrics = {
+        **scores,
+        "sentences_per_s": len(pairs) / max(entry["seconds"], 1e-9),  # of the pass that decoded this config
+        "mean_output_len": sum(entry["output_tokens"]) / max(1, len(pairs)),
+        "identical_to": config_label(canon) if canon != args else "",
+        "pass_configs": entry["configs"],
+        "from_cache": from_cache,
+        "sentences": len(pairs),
+    }
+    return metrics, entry["hypotheses"], list(pairs.references)
+
+
+def decode(config: dict) -> None:
+    """Ray Tune trainable: decode ``settings.split`` of ``data`` with this config's ``generate()`` arguments.
+
+    Reports ``bleu, bleu_signature, chrf, chrf_signature, sentences_per_s, mean_output_len, identical_to,
+    pass_configs, from_cache, sentences``. ``sentences_per_s`` is the throughput of the pass that decoded the config
+    (shared by the ``pass_configs`` configs it served); ``identical_to`` names the canonical config when this one is
+    a duplicate of it (e.g. ``num_beams=1`` with any ``length_penalty``), else "". Outside Tune it prints them.
+
+    Example:
+        >>> decode({"model": "runs/model", "data": {"corpus": "bible-en-es"}, "num_beams": 4, "length_penalty": 0.8,
+        ...         "settings": {"limit": 100}})
+    """
+    use_trial_cpus()
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()  # generate() warns about inert flags (lp with num_beams=1) on every call
+    metrics, hypotheses, references = decode_and_score(config)
+    from ray import tune
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        in_tune = tune.get_context().get_trial_id() is not None
+    if in_tune:
+        from search.trainables.finetune import write_translations
+
+        # In its trial directory (Tune's working directory), for the ranking's paired bootstrap.
+        write_translations(Path.cwd(), hypotheses, references)
+        tune.report(metrics)
+    else:
+        print({k: v for k, v in metrics.items() if not k.endswith("_signature")}, flush=True)
