@@ -185,6 +185,9 @@ def _run_config(spec: Spec, run_dir: Path, progress: bool) -> Any:
             checkpoint_score_order=spec.metric.mode,
         ),
         failure_config=tune.FailureConfig(max_failures=0),
+        # Trials run in a working directory of Ray's; files a trainable writes there (hypotheses.txt, ...) are
+        # copied into its trial directory, where rank/export/plot read them.
+        sync_config=tune.SyncConfig(sync_artifacts=True),
         verbose=0,
     )
 
@@ -240,7 +243,12 @@ def run(
     tuner = tune.Tuner(
         tune.with_resources(p.trial_fn, resources),
         param_space=p.param_space,
-        tune_config=tune.TuneConfig(search_alg=search_alg, scheduler=scheduler, num_samples=num_samples(spec)),
+        tune_config=tune.TuneConfig(
+            search_alg=search_alg,
+            scheduler=scheduler,
+            num_samples=num_samples(spec),
+            reuse_actors=True,  # a worker keeps its loaded model and imports between trials
+        ),
         run_config=_run_config(spec, p.run_dir, progress),
     )
     return tuner.fit(), p.run_dir

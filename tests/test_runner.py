@@ -50,9 +50,14 @@ settings: {steps: 2}
     assert best.params["x"] == 3 and best.value == pytest.approx(1.01)
     assert all(("w" in r.params) == (r.params["mode"] == "b") for r in ranking.rows)
     assert all(r.status == "TERMINATED" and r.training_iteration == 2 for r in ranking.rows)
-    # the trainable never saw a switched-off parameter nor the internal grid key
-    analysis_keys = {r.trial_id: r for r in ranking.rows}
-    assert analysis_keys
+    # the trainable never saw the internal grid key nor a switched-off parameter
+    for r in rank(run_dir, columns=("seen_keys",)).rows:
+        seen = r.columns["seen_keys"].split(",")
+        assert "_grid" not in seen and ("w" in seen) == (r.params["mode"] == "b")
+    # with actors reused between trials, each trial's artifact still lands in its own trial directory
+    for r in ranking.rows:
+        (trial_dir,) = run_dir.glob(f"*{r.trial_id}*")
+        assert (trial_dir / "artifact.txt").read_text() == str(r.params["x"])
     md = format_ranking(ranking, "md").splitlines()
     assert md[2] == "| score | x | mode | w | trial_id | status | training_iteration |"
     rows = list(csv.DictReader(io.StringIO(format_ranking(ranking, "csv"))))

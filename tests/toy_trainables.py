@@ -15,6 +15,8 @@ from search.trainables import checkpointing
 def quadratic(config: dict) -> None:
     """Reports ``score`` = -(x - 3)^2 (+ nested offset) for a few iterations; records the config it received."""
     steps = config.get("settings", {}).get("steps", 3)
+    with open("artifact.txt", "w") as f:  # in Ray's working directory; the runner syncs it to the trial dir
+        f.write(str(config["x"]))
     for i in range(steps):
         score = -((config["x"] - 3) ** 2) + config.get("opt", {}).get("offset", 0) + 0.01 * i
         tune.report({"score": score, "seen_keys": ",".join(sorted(k for k in config if k != "settings"))})
