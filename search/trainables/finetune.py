@@ -1,0 +1,491 @@
+"""The ``finetune`` trainable: train a seq2seq model, report dev loss and BLEU, checkpoint every report.
+
+Searched hyperparameters arrive at the top level of the config (``HPARAM_DEFAULTS``); ``model``, ``data`` and
+``settings`` (``SETTING_DEFAULTS``) are fixed for the sweep. One report is one ``training_iteration`` for ASHA and PBT.
+
+PBT restarts an exploited trial with the donor's checkpoint and a mutated config. ``restore`` loads the donor's weights,
+optimizer state and step, and only then applies the current config: the learning rates of the optimizer's parameter
+groups are recomputed from the config's base rates at the restored step (the LR schedule is a pure function of the
+step, so no scheduler state can carry the donor's base rates over, the bug of transformers issues 10247 and 22434).
+"""
+
+from __future__ import annotations
+
+import random
+import resource
+import time
+import warnings
+import zlib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from search.checkpoints import load_training_state, model_dir, save_checkpoint
+from search.errors import SpecError
+from search.metrics import corpus_scores
+from search.models import build_model, load_pretrained
+from search.trainables.common import use_trial_cpus
+
+HPARAM_DEFAULTS: dict[str, Any] = {
+    "learning_rate": 1e-3,  # base LR of both groups; suits small models from scratch (pretrained ones: ~5e-5)
+    "encoder_lr": None,  # base LR of the encoder group; None: learning_rate
+    "decoder_lr": None,  # base LR of the decoder group (with shared embeddings and lm_head); None: learning_rate
+    "freeze_encoder_steps": 0,  # the encoder gets no updates (nor weight decay) for this many first steps
+    "weight_decay": 0.01,  # AdamW decoupled weight decay
+    "warmup_steps": 100,  # linear warmup; DESIGN.md's small model trained well with 100
+    "label_smoothing": 0.1,  # of the training objective only; train_loss and eval_loss are plain NLL
+    "dropout": None,  # overrides the model's dropout; None keeps it
+    "batch_tokens": 1500,  # padded tokens per batch, max(source, target) x sentences; DESIGN.md used ~1,500
+    "max_grad_norm": 1.0,  # clip the gradient norm at this value; 0 disables clipping
+    "seed": 0,  # model initialisation, batch order and dropout
+}
+SETTING_DEFAULTS: dict[str, Any] = {
+    "max_steps": 2000,  # training budget in optimizer steps; the LR decays linearly to 0 here
+    "eval_every": 200,  # steps between reports (one report = one training_iteration)
+    "eval_size": 200,  # first dev pairs scored per report: enough for a stable ranking, cheap to decode
+    "num_beams": 1,  # greedy eval decoding: several times cheaper than beam search, ranks trials alike
+    "max_new_tokens": 64,  # verses of <= 30 words take <= ~60 BPE tokens
+    "eval_batch_size": 64,  # sentences per forward pass / generate() call at eval
+    "max_length": 128,  # tokens kept of each source and target; longer ones are cut
+    "train_size": None,  # use only the first N training pairs (None: the whole split); smoke tests use a few hundred
+    "cache_dir": "./runs/.cache",  # trained tokenizers shared by trials (the runner sets an absolute path)
+    "output_dir": "./runs/finetune",  # checkpoints when called outside Tune (Tune stores them itself)
+}
+_FIXED_KEYS = {"model", "data", "settings"}
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """A trial's config with every default filled in and checked."""
+
+    model: Any
+    data: dict
+    settings: dict
+    learning_rate: float
+    encoder_lr: float | None
+    decoder_lr: float | None
+    freeze_encoder_steps: int
+    weight_decay: float
+    warmup_steps: int
+    label_smoothing: float
+    dropout: float | None
+    batch_tokens: int
+    max_grad_norm: float
+    seed: int
+
+    @property
+    def base_lrs(self) -> tuple[float, float]:
+        """Base learning rates of the (encoder, decoder) parameter groups."""
+        enc = self.encoder_lr if self.encoder_lr is not None else self.learning_rate
+        dec = self.decoder_lr if self.decoder_lr is not None else self.learning_rate
+        return float(enc), float(dec)
+
+    def hparams(self) -> dict[str, Any]:
+        """The searched hyperparameters (no model, data or settings)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _FIXED_KEYS}
+
+
+def _check_number(file: str, key: str, value: Any, low: float, integer: bool, positive: bool) -> None:
+    wrong_type = isinstance(value, bool) or not isinstance(value, int if integer else int | float)
+    if wrong_type or value < low or (positive and value == low):
+        kind = "an integer" if integer else "a number"
+        rule = f"> {low}" if positive else f">= {low}"
+        raise SpecError(file, key, f"must be {kind} {rule}, got {value!r}")
+
+
+def resolve_config(config: dict, file: str = "<config>") -> FinetuneConfig:
+    """Fill in defaults and check a flat trial config.
+
+    Raises:
+        SpecError: for an unknown key, or a value of the wrong type or range.
+    """
+    unknown = sorted(set(config) - set(HPARAM_DEFAULTS) - _FIXED_KEYS)
+    if unknown:
+        valid = ", ".join([*HPARAM_DEFAULTS, *sorted(_FIXED_KEYS)])
+        raise SpecError(file, unknown[0], f"unknown finetune parameter; valid ones are {valid}")
+    settings = dict(config.get("settings") or {})
+    unknown = sorted(set(settings) - set(SETTING_DEFAULTS))
+    if unknown:
+        raise SpecError(
+            file, f"settings.{unknown[0]}", f"unknown setting; valid ones are {', '.join(SETTING_DEFAULTS)}"
+        )
+    settings = {**SETTING_DEFAULTS, **{k: v for k, v in settings.items() if v is not None or k == "train_size"}}
+    hp = {**HPARAM_DEFAULTS, **{k: v for k, v in config.items() if k not in _FIXED_KEYS}}
+    for key in ("max_steps", "eval_every", "eval_size", "num_beams", "max_new_tokens", "eval_batch_size", "max_length"):
+        _check_number(file, f"settings.{key}", settings[key], 0, integer=True, positive=True)
+    if settings["train_size"] is not None:
+        _check_number(file, "settings.train_size", settings["train_size"], 0, integer=True, positive=True)
+    for key in ("learning_rate", "encoder_lr", "decoder_lr"):
+        if hp[key] is not None:
+            _check_number(file, key, hp[key], 0, integer=False, positive=True)
+    for key in ("weight_decay", "max_grad_norm", "label_smoothing"):
+        _check_number(file, key, hp[key], 0, integer=False, positive=False)
+    for key in ("freeze_encoder_steps", "warmup_steps", "seed"):
+        _check_number(file, key, hp[key], 0, integer=True, positive=False)
+    _check_number(file, "batch_tokens", hp["batch_tokens"], 0, integer=True, positive=True)
+    if hp["label_smoothing"] >= 1:
+        raise SpecError(file, "label_smoothing", f"must be < 1, got {hp['label_smoothing']!r}")
+    if hp["dropout"] is not None:
+        _check_number(file, "dropout", hp["dropout"], 0, integer=False, positive=False)
+        if hp["dropout"] >= 1:
+            raise SpecError(file, "dropout", f"must be < 1, got {hp['dropout']!r}")
+    if config.get("model") is None:
+        raise SpecError(file, "model", "is required: a local model directory or a mapping with 'arch'")
+    return FinetuneConfig(model=config["model"], data=dict(config.get("data") or {}), settings=settings, **hp)
+
+
+# ---------------------------------------------------------------- batches
+
+
+def make_batches(lengths: list[int], batch_tokens: int, rng: random.Random) -> list[list[int]]:
+    """Length-bucketed batches: sentences of similar length together, padded size <= ``batch_tokens``.
+
+    Args:
+        lengths: per example, max(source tokens, target tokens).
+        batch_tokens: bound on sentences x longest length in a batch (one longer sentence makes its own batch).
+        rng: shuffles ties within a length and the order of the batches.
+    """
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    order.sort(key=lambda i: lengths[i])  # stable: equal lengths stay shuffled
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for i in order:
+        if current and (len(current) + 1) * lengths[i] > batch_tokens:
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    rng.shuffle(batches)
+    return batches
+
+
+def collate(model, pad_id: int, sources: list[list[int]], targets: list[list[int]]) -> dict[str, torch.Tensor]:
+    """Pad a batch: ``input_ids``/``attention_mask`` (B, S), ``labels`` (B, T) with -100 pads, ``decoder_input_ids``."""
+    width = max(map(len, sources))
+    input_ids = torch.full((len(sources), width), pad_id, dtype=torch.long)
+    for row, ids in enumerate(sources):
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+    labels = torch.full((len(targets), max(map(len, targets))), -100, dtype=torch.long)
+    for row, ids in enumerate(targets):
+        labels[row, : len(ids)] = torch.tensor(ids)
+    return {
+        "input_ids": input_ids,
+        "attention_mask": (input_ids != pad_id).long(),
+        "decoder_input_ids": model.prepare_decoder_input_ids_from_labels(labels=labels),
+        "labels": labels,
+    }
+
+
+def token_losses(model, batch: dict[str, torch.Tensor], label_smoothing: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-target-token (objective, plain NLL), each of shape (N,) over the non-pad labels."""
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    logp = model(**inputs).logits.float().log_softmax(-1)  # (B, T, V)
+    labels = batch["labels"]
+    mask = labels != -100
+    nll = -logp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)[mask]
+    if not label_smoothing:
+        return nll, nll
+    smooth = -logp.mean(-1)[mask]  # same formula as torch's cross_entropy(label_smoothing=...)
+    return (1 - label_smoothing) * nll + label_smoothing * smooth, nll
+
+
+# ---------------------------------------------------------------- optimizer and schedule
+
+
+def param_groups(model) -> tuple[list[torch.nn.Parameter], list[torch.nn.Parameter]]:
+    """(encoder, decoder) trainable parameters.
+
+    The shared token embeddings and the lm_head (tied to them in BART/Marian/T5) belong to the decoder group, even
+    though the encoder uses them too: they are the output layer the decoder's loss trains directly, and freezing or
+    slowing the encoder must not freeze the output vocabulary.
+    """
+    shared = {id(model.get_input_embeddings().weight), id(model.get_output_embeddings().weight)}
+    encoder_ids = {id(p) for p in model.get_encoder().parameters()} - shared
+    encoder, decoder = [], []
+    for p in model.parameters():  # each tied parameter appears once
+        if p.requires_grad:
+            (encoder if id(p) in encoder_ids else decoder).append(p)
+    return encoder, decoder
+
+
+def make_optimizer(model, cfg: FinetuneConfig) -> torch.optim.AdamW:
+    """AdamW with two parameter groups, ``[encoder, decoder]``; their LRs are set by ``apply_hparams``."""
+    encoder, decoder = param_groups(model)
+    groups = [{"params": encoder, "name": "encoder"}, {"params": decoder, "name": "decoder"}]
+    optimizer = torch.optim.AdamW(groups, lr=cfg.base_lrs[1], weight_decay=cfg.weight_decay)
+    apply_hparams(optimizer, cfg, step=0)
+    return optimizer
+
+
+def lr_factor(step: int, warmup_steps: int, max_steps: int) -> float:
+    """Multiplier of the base LRs for the update after ``step`` finished steps: linear warmup, then linear decay."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    return max(0.0, (max_steps - step) / max(1, max_steps - warmup_steps))
+
+
+def apply_hparams(optimizer: torch.optim.Optimizer, cfg: FinetuneConfig, step: int) -> tuple[float, float]:
+    """Set each group's LR (and weight decay) from ``cfg`` at ``step``; returns the (encoder, decoder) LRs.
+
+    The encoder LR is 0 while the encoder is frozen (its gradients are also dropped, see ``train``).
+    """
+    factor = lr_factor(step, cfg.warmup_steps, cfg.settings["max_steps"])
+    enc_base, dec_base = cfg.base_lrs
+    lrs = (0.0 if step < cfg.freeze_encoder_steps else enc_base * factor, dec_base * factor)
+    for group, lr in zip(optimizer.param_groups, lrs, strict=True):
+        group["lr"] = lr
+        group["weight_decay"] = cfg.weight_decay
+    return lrs
+
+
+# ---------------------------------------------------------------- state, checkpoints, PBT restore
+
+
+@dataclass
+class TrainState:
+    """Everything a checkpoint restores; ``start_from``/``start_step`` say where this run of the trial began."""
+
+    model: Any
+    tokenizer: Any
+    optimizer: torch.optim.AdamW
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    start_from: str = ""  # trial id that wrote the checkpoint this run started from ("" when trained from scratch)
+    start_step: int = 0
+
+
+def init_state(cfg: FinetuneConfig, train_texts: list[str]) -> TrainState:
+    """A fresh model (seeded), its tokenizer (trained or cached) and optimizer."""
+    torch.manual_seed(cfg.seed)
+    cache_dir = cfg.settings["cache_dir"]
+    model, tokenizer = build_model(cfg.model, lambda: train_texts, cache_dir=cache_dir, dropout=cfg.dropout)
+    model.train()
+    return TrainState(model, tokenizer, make_optimizer(model, cfg))
+
+
+def save_state(state: TrainState, cfg: FinetuneConfig, directory: Path, trial_id: str | None) -> None:
+    """Write a checkpoint that ``restore`` reads (layout in ``search.checkpoints``)."""
+    training_state = {
+        "step": state.step,
+        "epoch": state.epoch,
+        "batch_in_epoch": state.batch_in_epoch,
+        "optimizer": state.optimizer.state_dict(),
+        # The LR schedule is a function of the step; its parameters are kept for the record only.
+        "schedule": {"kind": "linear", "warmup_steps": cfg.warmup_steps, "max_steps": cfg.settings["max_steps"]},
+        "rng": {"torch": torch.get_rng_state()},
+        "trial_id": trial_id,
+    }
+    save_checkpoint(directory, state.model, state.tokenizer, training_state, cfg.hparams())
+
+
+def restore(cfg: FinetuneConfig, directory: Path, trial_id: str | None) -> TrainState:
+    """Resume from a checkpoint, possibly another trial's (PBT exploit), under the current ``cfg``.
+
+    Order matters: the donor's weights, optimizer state and step are loaded first; then the current config's
+    hyperparameters are applied (dropout when the model is built, LRs and weight decay after the optimizer state).
+    """
+    model, tokenizer = load_pretrained(model_dir(directory), dropout=cfg.dropout)
+    model.train()
+    saved = load_training_state(directory)
+    optimizer = make_optimizer(model, cfg)
+    optimizer.load_state_dict(saved["optimizer"])  # Adam moments and step counts, and the donor's LRs...
+    apply_hparams(optimizer, cfg, saved["step"])  # ...which this config's schedule replaces at the restored step
+    if saved["trial_id"] == trial_id:
+        torch.set_rng_state(saved["rng"]["torch"])  # same trial resumed: continue exactly
+    else:
+        # A PBT clone must not replay the donor's dropout masks.
+        torch.manual_seed(zlib.crc32(f"{cfg.seed}:{trial_id}:{saved['step']}".encode()))
+    return TrainState(
+        model, tokenizer, optimizer, saved["step"], saved["epoch"], saved["batch_in_epoch"],
+        start_from=saved["trial_id"] or "", start_step=saved["step"],
+    )  # fmt: skip
+
+
+# ---------------------------------------------------------------- evaluation and the training loop
+
+
+def encode(tokenizer, sources: list[str], targets: list[str], max_length: int) -> tuple[list, list]:
+    """Token ids of sources and targets (each ending with ``</s>``), cut at ``max_length``."""
+    src = tokenizer(sources, truncation=True, max_length=max_length)["input_ids"]
+    tgt = tokenizer(text_target=targets, truncation=True, max_length=max_length)["input_ids"]
+    return src, tgt
+
+
+@torch.no_grad()
+def evaluate(
+    state: TrainState, cfg: FinetuneConfig, src: list, tgt: list, references: list[str]
+) -> tuple[dict, list[str]]:
+    """Plain NLL per target token and corpus BLEU/chrF of ``generate()`` output on the dev subset.
+
+    Returns:
+        ``({"eval_loss", "bleu", "chrf", "bleu_signature", "chrf_signature"}, hypotheses)``
+    """
+    model, settings = state.model, cfg.settings
+    model.eval()
+    order = sorted(range(len(src)), key=lambda i: len(src[i]))
+    hypotheses = [""] * len(src)
+    nll_sum, tokens = 0.0, 0
+    for start in range(0, len(order), settings["eval_batch_size"]):
+        chunk = order[start : start + settings["eval_batch_size"]]
+        batch = collate(model, state.tokenizer.pad_token_id, [src[i] for i in chunk], [tgt[i] for i in chunk])
+        _, nll = token_losses(model, batch, 0.0)
+        nll_sum, tokens = nll_sum + nll.sum().item(), tokens + nll.numel()
+        # max_length=None: the model's own max_length would clash with max_new_tokens (and warn every call).
+        out = model.generate(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], num_beams=settings["num_beams"],
+            max_new_tokens=settings["max_new_tokens"], max_length=None, do_sample=False,
+        )  # fmt: skip
+        for i, text in zip(chunk, state.tokenizer.batch_decode(out, skip_special_tokens=True), strict=True):
+            hypotheses[i] = text.strip()
+    model.train()
+    scores = corpus_scores(hypotheses, references)
+    return {"eval_loss": nll_sum / max(1, tokens), **scores}, hypotheses
+
+
+def write_translations(directory: Path, hypotheses: list[str], references: list[str]) -> None:
+    """``hypotheses.txt`` and ``references.txt``, one sentence a line, for the ranking's paired bootstrap."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, lines in (("hypotheses.txt", hypotheses), ("references.txt", references)):
+        tmp = directory / f".{name}.tmp"
+        tmp.write_text("".join(" ".join(line.split()) + "\n" for line in lines), encoding="utf-8")
+        tmp.replace(directory / name)
+
+
+def train(
+    cfg: FinetuneConfig,
+    train_pairs,
+    dev_pairs,
+    report,
+    checkpoint: Path | None,
+    trial_id: str | None,
+    translations_dir: Path | None = None,
+) -> None:
+    """Train until ``settings.max_steps``, calling ``report(metrics, save)`` every ``eval_every`` steps.
+
+    Args:
+        cfg: the resolved trial config.
+        train_pairs, dev_pairs: objects with ``sources`` and ``references`` lists (``search.corpora.Pairs``).
+        report: ``report(metrics, save)`` where ``save(directory)`` writes the checkpoint of this report.
+        checkpoint: a checkpoint directory to resume from (this trial's, or a PBT donor's), or None.
+        trial_id: this trial's id (None outside Tune); tells a resumed trial from an exploiting one.
+        translations_dir: where each report's dev translations are written (``write_translations``), or None.
+    """
+    settings = cfg.settings
+    if checkpoint is not None:
+        state = restore(cfg, checkpoint, trial_id)
+    else:
+        state = init_state(cfg, list(train_pairs.sources) + list(train_pairs.references))
+    max_length = min(settings["max_length"], getattr(state.model.config, "max_position_embeddings", None) or 10**9)
+    src, tgt = encode(state.tokenizer, train_pairs.sources, train_pairs.references, max_length)
+    dev_src, dev_tgt = encode(state.tokenizer, dev_pairs.sources, dev_pairs.references, max_length)
+    lengths = [max(len(s), len(t)) for s, t in zip(src, tgt, strict=True)]
+    batches = make_batches(lengths, cfg.batch_tokens, random.Random(f"{cfg.seed}:{state.epoch}"))
+    encoder_params = state.optimizer.param_groups[0]["params"]
+    nll_sum, tokens, seconds, lrs = 0.0, 0, 0.0, (0.0, 0.0)
+    while state.step < settings["max_steps"]:
+        if state.batch_in_epoch >= len(batches):
+            state.epoch, state.batch_in_epoch = state.epoch + 1, 0
+            batches = make_batches(lengths, cfg.batch_tokens, random.Random(f"{cfg.seed}:{state.epoch}"))
+        chunk = batches[state.batch_in_epoch]
+        state.batch_in_epoch += 1
+        began = time.perf_counter()
+        lrs = apply_hparams(state.optimizer, cfg, state.step)
+        batch = collate(state.model, state.tokenizer.pad_token_id, [src[i] for i in chunk], [tgt[i] for i in chunk])
+        objective, nll = token_losses(state.model, batch, cfg.label_smoothing)
+        state.optimizer.zero_grad(set_to_none=True)
+        objective.mean().backward()
+        if state.step < cfg.freeze_encoder_steps:
+            for p in encoder_params:
+                p.grad = None  # AdamW skips parameters without gradient: no update, no weight decay
+        if cfg.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(state.model.parameters(), cfg.max_grad_norm)
+        state.optimizer.step()
+        state.step += 1
+        seconds += time.perf_counter() - began
+        nll_sum, tokens = nll_sum + nll.sum().item(), tokens + nll.numel()
+        if state.step % settings["eval_every"] and state.step < settings["max_steps"]:
+            continue
+        scores, hypotheses = evaluate(state, cfg, dev_src, dev_tgt, list(dev_pairs.references))
+        if translations_dir is not None:
+            write_translations(translations_dir, hypotheses, list(dev_pairs.references))
+        metrics = {
+            "step": state.step,
+            "train_loss": nll_sum / max(1, tokens),
+            **scores,
+            "lr_encoder": lrs[0],
+            "lr_decoder": lrs[1],
+            "tokens_per_s": tokens / max(seconds, 1e-9),  # target tokens per second of training (eval excluded)
+            "peak_mem_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "start_from": state.start_from,
+            "start_step": state.start_step,
+        }
+        report(metrics, lambda directory: save_state(state, cfg, Path(directory), trial_id))
+        nll_sum, tokens, seconds = 0.0, 0, 0.0
+
+
+def _trial_id() -> str | None:
+    from ray import tune
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # outside Tune the context warns and returns None
+        return tune.get_context().get_trial_id()
+
+
+def _tune_report(metrics: dict, save) -> None:
+    import tempfile
+
+    from ray import tune
+
+    with tempfile.TemporaryDirectory() as directory:
+        save(directory)
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
+
+
+def run_trial(cfg: FinetuneConfig, train_pairs, dev_pairs) -> None:
+    """Train with Tune's reporting and checkpoints inside a trial, or print and save locally outside Tune."""
+    trial_id = _trial_id()
+    if trial_id is None:
+        output_dir = Path(cfg.settings["output_dir"])
+
+        def report(metrics: dict, save) -> None:
+            save(output_dir / f"checkpoint_{metrics['step']:06d}")
+            print({k: v for k, v in metrics.items() if not k.endswith("_signature")}, flush=True)
+
+        return train(cfg, train_pairs, dev_pairs, report, None, None, output_dir)
+    from ray import tune
+
+    # Tune runs a trial in its working directory; the runner syncs it to the trial's storage directory.
+    translations_dir = Path.cwd()
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is None:
+        return train(cfg, train_pairs, dev_pairs, _tune_report, None, trial_id, translations_dir)
+    with checkpoint.as_directory() as directory:
+        return train(cfg, train_pairs, dev_pairs, _tune_report, Path(directory), trial_id, translations_dir)
+
+
+def finetune(config: dict) -> None:
+    """Ray Tune trainable: fine-tune ``config["model"]`` on ``config["data"]``, reporting every ``eval_every`` steps.
+
+    Reports ``step, train_loss, eval_loss, bleu, bleu_signature, chrf, chrf_signature, lr_encoder, lr_decoder,
+    tokens_per_s, peak_mem_mb, start_from, start_step`` with a checkpoint each time (``start_from``/``start_step``:
+    the trial and step whose checkpoint this run of the trial started from; "" and 0 for a fresh start). Outside
+    Tune it prints the metrics and writes the checkpoints under ``settings.output_dir``.
+
+    Example:
+        >>> finetune({"model": {"arch": "bart"}, "data": {"corpus": "bible-en-es"}, "settings": {"max_steps": 100}})
+    """
+    use_trial_cpus()
+    from transformers.utils import logging as hf_logging
+
+    from search.corpora import load_pairs
+
+    hf_logging.disable_progress_bar()
+    cfg = resolve_config(config)
+    train_pairs = load_pairs(cfg.data, "train", limit=cfg.settings["train_size"])
+    dev_pairs = load_pairs(cfg.data, "dev", limit=cfg.settings["eval_size"])
+    run_trial(cfg, train_pairs, dev_pairs)
