@@ -147,7 +147,8 @@ def _init_ray(address: str | None) -> None:
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
     if ray.is_initialized():
         return
-    address = address or os.environ.get("RAY_ADDRESS")
+    # "local" starts a fresh Ray even when another local cluster is running; a cluster is only joined on request.
+    address = address or os.environ.get("RAY_ADDRESS") or "local"
     kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
     ray.init(address=address, **kwargs)
 
