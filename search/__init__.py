@@ -51,4 +51,15 @@ def export(*args, **kwargs):
     return _export(*args, **kwargs)
 
 
-__all__ = ["DataError", "Spec", "SpecError", "UserError", "export", "format_ranking", "load_spec", "rank", "resume", "run"]
+__all__ = [
+    "DataError",
+    "Spec",
+    "SpecError",
+    "UserError",
+    "export",
+    "format_ranking",
+    "load_spec",
+    "rank",
+    "resume",
+    "run",
+]

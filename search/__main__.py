@@ -91,9 +91,17 @@ def _load(args: argparse.Namespace):
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from search.describe import describe_spec
+    from search.pipeline import _decode_spec, _finetune_spec, is_pipeline, load_pipeline
+    from search.spec import read_yaml
 
-    spec = _load(args)
-    print(describe_spec(spec))
+    if not is_pipeline(read_yaml(args.file)):
+        print(describe_spec(_load(args)))
+        return 0
+    pipeline = load_pipeline(args.file, smoke_test=args.smoke_test)
+    print(f"{args.file}: valid pipeline: fine-tune sweep -> top {pipeline.top_k} checkpoints -> decoding sweeps")
+    print(f"export to: {pipeline.export}\n")
+    print(describe_spec(_finetune_spec(pipeline)) + "\n")
+    print(describe_spec(_decode_spec(pipeline, "<each checkpoint's model directory>")))
     return 0
 
 

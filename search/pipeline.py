@@ -6,7 +6,7 @@ A pipeline file names two sweep files and what joins them::
     finetune: finetune_asha.yaml       # a sweep file of the finetune trainable (relative to this file)
     decode: decode_seed_grid.yaml      # a sweep file of the decode trainable; its `model` is set to each checkpoint
     top_k: 2                           # fine-tune trials whose best checkpoint gets a decoding sweep
-    export: ../runs/exports/bible-en-es  # the winner's model directory, with its generation_config.json
+    export: ../models/bible-en-es      # optional: the winner's model directory (default: the pipeline's dir/model)
     storage: ../runs                   # the pipeline's directory is STORAGE/NAME (NAME-2, ... when taken)
     finetune_set: [settings.max_steps=800]  # --set overrides of the fine-tune sweep
     decode_set: []                     # --set overrides of the decoding sweeps
@@ -28,6 +28,11 @@ from search.spec import deep_merge, load_spec, read_yaml
 KEYS = ("name", "finetune", "decode", "top_k", "export", "storage", "finetune_set", "decode_set", "smoke_test")
 
 
+def is_pipeline(raw: dict) -> bool:
+    """Whether a YAML mapping is a pipeline file (it names a fine-tune and a decode sweep) rather than a sweep."""
+    return "finetune" in raw and "decode" in raw
+
+
 @dataclass(frozen=True)
 class Pipeline:
     file: str
@@ -35,7 +40,7 @@ class Pipeline:
     finetune: Path
     decode: Path
     top_k: int
-    export: Path
+    export: Path | None  # None: the pipeline directory's model/
     storage: Path
     finetune_set: tuple[str, ...]
     decode_set: tuple[str, ...]
@@ -81,7 +86,7 @@ def load_pipeline(file: str | Path, *, smoke_test: bool = False) -> Pipeline:
         finetune=_path(raw, "finetune", file, base, True),
         decode=_path(raw, "decode", file, base, True),
         top_k=top_k,
-        export=_path(raw, "export", file, base, False),
+        export=_path(raw, "export", file, base, False) if raw.get("export") is not None else None,
         storage=(base / str(raw.get("storage", "runs"))).resolve(),
         finetune_set=_sets(raw, "finetune_set", file),
         decode_set=_sets(raw, "decode_set", file),
@@ -130,9 +135,10 @@ def run_pipeline(
     from search.results import combine, format_ranking, rank
     from search.runner import load_saved_spec, run, unique_run_dir
 
-    if p.export.exists() and any(p.export.iterdir()) and not force:
+    if p.export is not None and p.export.exists() and any(p.export.iterdir()) and not force:
         raise UserError(f"{p.export}: exists and is not empty; pass --force to replace it (kept as .bak)")
     root = unique_run_dir(Path(storage).resolve() if storage else p.storage, p.name)
+    target = p.export or root / "model"  # a fresh pipeline directory each run: nothing to overwrite
     out(f"pipeline directory: {root}")
 
     out(f"[1/4] fine-tune sweep: {p.finetune}")
@@ -168,12 +174,12 @@ def run_pipeline(
         raise UserError(f"{root}: no decoding trial finished with {ranking.metric}; see the decode runs")
     trial_id = winner.params["checkpoint"]
     ft_row = next(r for r in top if r.trial_id == trial_id)
-    for line in export_model(ft_dir, ft_ranking, load_saved_spec(ft_dir), p.export, force=force, row=ft_row):
+    for line in export_model(ft_dir, ft_ranking, load_saved_spec(ft_dir), target, force=force, row=ft_row):
         out(line)
     decode_spec = load_saved_spec(decode_runs[trial_id])
-    changes, _ = export_generation(p.export, generate_args(winner, decode_spec))
-    out(f"{p.export / 'generation_config.json'}: " + ("; ".join(changes) or "unchanged"))
-    card = p.export / CARD_FILE
+    changes, _ = export_generation(target, generate_args(winner, decode_spec))
+    out(f"{target / 'generation_config.json'}: " + ("; ".join(changes) or "unchanged"))
+    card = target / CARD_FILE
     section = card_section(ranking, decode_spec, f"Decoding: {decode_spec.name} on the top {len(top)} checkpoints")
     backup = atomic_write(card, card_with_section(card.read_text(encoding="utf-8"), "decode", section))
     if backup is not None:
@@ -182,10 +188,10 @@ def run_pipeline(
     plots = [path for d in (ft_dir, *decode_runs.values()) for path in _plots(plot, d)]
     out(format_ranking(ranking, "table"))
     out(f"plots: {', '.join(str(p_) for p_ in plots)}")
-    out(f"exported model (weights, tokenizer, generation_config.json, best_hparams.yaml, README.md): {p.export}")
+    out(f"exported model (weights, tokenizer, generation_config.json, best_hparams.yaml, README.md): {target}")
     return {
         "dir": root, "finetune_run": ft_dir, "decode_runs": decode_runs, "ranking": ranking, "winner": winner,
-        "export": p.export, "plots": plots,
+        "export": target, "plots": plots,
     }  # fmt: skip
 
 

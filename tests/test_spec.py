@@ -7,8 +7,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from search.errors import SpecError
+from search.pipeline import is_pipeline, load_pipeline
 from search.spec import load_spec, parse_search_grid
 
 HERE = Path(__file__).parent
@@ -146,6 +148,10 @@ def test_search_grid_syntax_of_run_eval_search():
     "path", sorted((REPO / "spaces").glob("*.yaml")) + sorted((REPO / "experiments").glob("*.yaml"))
 )
 def test_every_shipped_file_validates(path: Path):
+    if is_pipeline(yaml.safe_load(path.read_text())):
+        for smoke in (False, True):
+            load_pipeline(path, smoke_test=smoke)
+        return
     spec = load_spec(path)
     assert spec.parameters
     smoke = load_spec(path, smoke_test=True)

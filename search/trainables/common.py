@@ -1,8 +1,9 @@
-"""Helpers every trainable uses: thread count from the trial's CPUs, checkpoint I/O."""
+"""Helpers every trainable uses: thread count from the trial's CPUs, translations for the paired bootstrap."""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 
 def trial_cpus(default: int = 1) -> int:
@@ -31,3 +32,12 @@ def use_trial_cpus(default: int = 1) -> int:
     os.environ["OMP_NUM_THREADS"] = str(n)
     torch.set_num_threads(n)
     return n
+
+
+def write_translations(directory: Path, hypotheses: list[str], references: list[str]) -> None:
+    """``hypotheses.txt`` and ``references.txt``, one sentence a line, for the ranking's paired bootstrap."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, lines in (("hypotheses.txt", hypotheses), ("references.txt", references)):
+        tmp = directory / f".{name}.tmp"
+        tmp.write_text("".join(" ".join(line.split()) + "\n" for line in lines), encoding="utf-8")
+        tmp.replace(directory / name)

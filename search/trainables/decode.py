@@ -261,7 +261,7 @@ def decode(config: dict) -> None:
         warnings.simplefilter("ignore")
         in_tune = tune.get_context().get_trial_id() is not None
     if in_tune:
-        from search.trainables.finetune import write_translations
+        from search.trainables.common import write_translations
 
         # In its trial directory (Tune's working directory), for the ranking's paired bootstrap.
         write_translations(Path.cwd(), hypotheses, references)

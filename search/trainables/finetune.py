@@ -26,7 +26,7 @@ from search.checkpoints import load_training_state, model_dir, save_checkpoint
 from search.errors import SpecError
 from search.metrics import corpus_scores
 from search.models import build_model, load_pretrained
-from search.trainables.common import use_trial_cpus
+from search.trainables.common import use_trial_cpus, write_translations
 
 HPARAM_DEFAULTS: dict[str, Any] = {
     "learning_rate": 1e-3,  # base LR of both groups; suits small models from scratch (pretrained ones: ~5e-5)
@@ -345,15 +345,6 @@ def evaluate(
     model.train()
     scores = corpus_scores(hypotheses, references)
     return {"eval_loss": nll_sum / max(1, tokens), **scores}, hypotheses
-
-
-def write_translations(directory: Path, hypotheses: list[str], references: list[str]) -> None:
-    """``hypotheses.txt`` and ``references.txt``, one sentence a line, for the ranking's paired bootstrap."""
-    directory.mkdir(parents=True, exist_ok=True)
-    for name, lines in (("hypotheses.txt", hypotheses), ("references.txt", references)):
-        tmp = directory / f".{name}.tmp"
-        tmp.write_text("".join(" ".join(line.split()) + "\n" for line in lines), encoding="utf-8")
-        tmp.replace(directory / name)
 
 
 def train(
