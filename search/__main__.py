@@ -95,7 +95,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from search.spec import read_yaml
 
     if not is_pipeline(read_yaml(args.file)):
-        print(describe_spec(_load(args)))
+        spec = _load(args)
+        if spec.trainable:
+            from search.runner import plan
+
+            plan(spec)  # the checks of `search run` that need more than the YAML; writes nothing
+        print(describe_spec(spec))
         return 0
     pipeline = load_pipeline(args.file, smoke_test=args.smoke_test)
     print(f"{args.file}: valid pipeline: fine-tune sweep -> top {pipeline.top_k} checkpoints -> decoding sweeps")

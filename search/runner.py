@@ -61,7 +61,8 @@ def resolved_sections(spec: Spec, cache_dir: Path) -> dict:
 
 def preflight(spec: Spec, sections: dict) -> None:
     """Checks that need more than the YAML: a trainable to run, a usable model and data for the built-in trainables."""
-    from search.trainables import TRAINABLES
+    from search.space import put_nested
+    from search.trainables import TRAINABLES, load_hook
 
     if not spec.trainable:
         raise SpecError(spec.file, "trainable", "missing; running needs one, e.g. --set trainable=finetune")
@@ -80,6 +81,14 @@ def preflight(spec: Spec, sections: dict) -> None:
         from search.corpora import validate_data
 
         validate_data(sections["data"], spec.file)
+    check = load_hook(spec.trainable, "check")
+    if check is not None:
+        constants: dict = {}
+        for p in spec.parameters:
+            if p.is_constant:
+                put_nested(constants, p.path, p.value)
+        searched = [p.name for p in spec.parameters if not p.is_constant]
+        check({**constants, **sections, "settings": dict(spec.settings)}, searched, spec.file)
 
 
 def _wandb_logged_in() -> bool:
@@ -125,12 +134,12 @@ def unique_run_dir(storage: Path, name: str) -> Path:
 def plan(spec: Spec, *, storage: str | None = None, name: str | None = None, run_dir: Path | None = None) -> Plan:
     """Build the Tuner's inputs; raises SpecError/DataError before anything is written."""
     from search.space import candidates, param_space
-    from search.trainables import load_function, load_prepare
+    from search.trainables import load_function, load_hook
 
     storage_path = Path(storage or spec.storage).expanduser().resolve()
     sections = resolved_sections(spec, storage_path / ".cache")
     preflight(spec, sections)
-    prepare = load_prepare(spec.trainable)
+    prepare = load_hook(spec.trainable, "prepare")
     if prepare is not None:
         sections["settings"] = prepare(dict(sections["settings"]), candidates(spec.parameters))
     fn = load_function(spec.trainable, spec.base_dir, spec.file)

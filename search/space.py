@@ -132,7 +132,8 @@ def hyperopt_domain(p: Param) -> Any:
     raise ValueError(f"no hyperopt expression for {d}")
 
 
-def _put(tree: dict, path: tuple[str, ...], value: Any) -> None:
+def put_nested(tree: dict, path: tuple[str, ...], value: Any) -> None:
+    """Set ``tree[path[0]][path[1]]... = value``, creating the mappings on the way."""
     for part in path[:-1]:
         tree = tree.setdefault(part, {})
     tree[path[-1]] = value
@@ -145,14 +146,14 @@ def grid_combinations(params: tuple[Param, ...]) -> list[dict]:
     for values in itertools.product(*(p.grid_values() for p in params)):
         nested: dict = {}
         for path, v in zip(names, values, strict=True):
-            _put(nested, path, v)
+            put_nested(nested, path, v)
         kept = {p.path: v for p, v in zip(params, values, strict=True) if p.active(nested)}
         key = repr(sorted(kept.items()))
         if key not in seen:
             seen.add(key)
             combo: dict = {}
             for path, v in kept.items():
-                _put(combo, path, v)
+                put_nested(combo, path, v)
             combos.append(combo)
     return combos
 
@@ -168,9 +169,9 @@ def param_space(params: tuple[Param, ...], method: str) -> dict:
             continue
         if method == "grid":
             values = p.grid_values()
-            _put(space, p.path, values[0] if p.is_constant else tune.grid_search(values))
+            put_nested(space, p.path, values[0] if p.is_constant else tune.grid_search(values))
         else:
-            _put(space, p.path, tune_domain(p))
+            put_nested(space, p.path, tune_domain(p))
     return space
 
 
@@ -179,7 +180,7 @@ def hyperopt_space(params: tuple[Param, ...]) -> dict:
     space: dict = {}
     for p in params:
         if not p.is_constant:
-            _put(space, p.path, hyperopt_domain(p))
+            put_nested(space, p.path, hyperopt_domain(p))
     return space
 
 
@@ -210,7 +211,7 @@ def pbt_mutations(params: tuple[Param, ...]) -> dict:
         if p.is_constant:
             continue
         dist_values = p.distribution in ("categorical", "int_uniform")
-        _put(out, p.path, p.grid_values() if dist_values else tune_domain(p))
+        put_nested(out, p.path, p.grid_values() if dist_values else tune_domain(p))
     return out
 
 

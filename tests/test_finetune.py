@@ -13,6 +13,7 @@ from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 from search.checkpoints import export_model_dir, load_training_state, model_dir
 from search.errors import SpecError
 from search.trainables import finetune as ft
+from search.trainables.finetune_config import SETTING_DEFAULTS
 
 SOURCES = [
     "the cat sleeps", "the dog eats", "a bird sings", "my house is big",
@@ -80,7 +81,7 @@ def test_resolve_config_rejects(tmp_path, overrides, key, words):
 def test_resolve_config_fills_defaults(tmp_path):
     cfg = config(tmp_path, encoder_lr=1e-4)
     assert cfg.base_lrs == (1e-4, 3e-3)
-    assert cfg.settings["num_beams"] == ft.SETTING_DEFAULTS["num_beams"]
+    assert cfg.settings["num_beams"] == SETTING_DEFAULTS["num_beams"]
     assert cfg.hparams()["encoder_lr"] == 1e-4 and "settings" not in cfg.hparams()
 
 

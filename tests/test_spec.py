@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from search.errors import SpecError
+from search.errors import SpecError, UserError
 from search.pipeline import is_pipeline, load_pipeline
 from search.spec import load_spec, parse_search_grid
 
@@ -156,3 +156,44 @@ def test_every_shipped_file_validates(path: Path):
     assert spec.parameters
     smoke = load_spec(path, smoke_test=True)
     assert smoke.metric == spec.metric
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        (
+            "trainable: finetune\nparameters: {learning_rat: {values: [0.001]}}",
+            "parameters.learning_rat: unknown finetune parameter; valid ones are learning_rate",
+        ),
+        (
+            "trainable: finetune\nparameters: {learning_rate: {values: [0.001]}}\nsettings: {max_stepz: 10}",
+            "settings.max_stepz: unknown setting; valid ones are max_steps",
+        ),
+        (
+            "trainable: decode\nparameters: {num_beams: {values: [2]}}\nsettings: {batch_size: 0}",
+            "settings.batch_size: must be a positive integer, got 0",
+        ),
+        (
+            "trainable: finetune\nparameters: {learning_rate: {values: [0.001]}}\ndata: {corpus: bible-xx}",
+            "data.corpus: unknown corpus 'bible-xx'",
+        ),
+        (
+            "trainable: decode\nparameters: {num_beams: {values: [2]}}\nmodel: no/such/model",
+            "model",
+        ),
+    ],
+)
+def test_run_checks_trainable_sections_before_writing(tmp_path: Path, body: str, message: str):
+    from search.runner import plan
+
+    path = tmp_path / "sweep.yaml"
+    text = "method: grid\nmetric: {name: bleu, goal: maximize}\n" + body + "\n"
+    if "model:" not in body:
+        text += "model: {arch: bart, d_model: 32, layers: 1, heads: 2, ffn: 64, vocab_size: 400}\n"
+    if "data:" not in body:
+        text += "data: {corpus: bible-en-es}\n"
+    path.write_text(text)
+    with pytest.raises(UserError) as e:
+        plan(load_spec(path), storage=str(tmp_path / "runs"))
+    assert message in str(e.value) and str(e.value).startswith(str(path))
+    assert not (tmp_path / "runs").exists()

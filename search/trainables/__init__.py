@@ -24,19 +24,27 @@ class TrainableInfo:
     Attributes:
         target: ``module:function`` import path of the function.
         checkpoints: whether it saves and restores Tune checkpoints (required by PBT).
-        prepare: optional ``module:function`` called by the runner as ``prepare(config_template, param_space)``
-            before the sweep, returning extra ``settings`` entries (e.g. the decoding plan shared by trials).
+        prepare: optional ``module:function`` called by the runner as ``prepare(settings, candidates)`` before the
+            sweep, returning the ``settings`` to use (e.g. with the decoding plan shared by trials).
+        check: optional ``module:function`` called by the runner as ``check(config, searched_names, spec_file)``
+            before anything is written, with the trial config less the searched values; raises ``SpecError``.
     """
 
     target: str
     checkpoints: bool
     prepare: str | None = None
+    check: str | None = None
 
 
 TRAINABLES: dict[str, TrainableInfo] = {
-    "finetune": TrainableInfo("search.trainables.finetune:finetune", checkpoints=True),
+    "finetune": TrainableInfo(
+        "search.trainables.finetune:finetune", checkpoints=True, check="search.trainables.finetune_config:check"
+    ),
     "decode": TrainableInfo(
-        "search.trainables.decode:decode", checkpoints=False, prepare="search.trainables.decode:prepare"
+        "search.trainables.decode:decode",
+        checkpoints=False,
+        prepare="search.trainables.decode:prepare",
+        check="search.trainables.decode:check",
     ),
 }
 
@@ -109,12 +117,13 @@ def load_function(name: str, base_dir: Path, file: str) -> Callable:
     return _import_user_function(name, Path(base_dir), file)
 
 
-def load_prepare(name: str) -> Callable | None:
-    info = TRAINABLES.get(name)
-    if info is None or info.prepare is None:
+def load_hook(name: str, hook: str) -> Callable | None:
+    """A registered trainable's ``prepare`` or ``check`` function, or None."""
+    target = getattr(TRAINABLES.get(name), hook, None)
+    if target is None:
         return None
-    module, _, func = info.prepare.partition(":")
+    module, _, func = target.partition(":")
     return getattr(importlib.import_module(module), func)
 
 
-__all__ = ["TRAINABLES", "TrainableInfo", "checkpointing", "load_function", "load_prepare", "resolve"]
+__all__ = ["TRAINABLES", "TrainableInfo", "checkpointing", "load_function", "load_hook", "resolve"]

@@ -168,19 +168,28 @@ def decode_pass(model, tokenizer, batches, configs: list[dict], shared: dict, se
     return entries, seconds
 
 
-def resolve_settings(config: dict) -> dict:
+def resolve_settings(config: dict, file: str = "<config>") -> dict:
+    unknown = sorted(set(config.get("settings") or {}) - set(SETTING_DEFAULTS))
+    if unknown:
+        valid = ", ".join(SETTING_DEFAULTS)
+        raise SpecError(file, f"settings.{unknown[0]}", f"unknown setting of the decode trainable; valid: {valid}")
     settings = {**SETTING_DEFAULTS, **(config.get("settings") or {})}
     for key in ("model", "data"):
         if key not in config:
-            raise SpecError("<config>", key, f"missing; the decode trainable needs `{key}:`")
+            raise SpecError(file, key, f"missing; the decode trainable needs `{key}:`")
     for key in ("batch_size", "max_new_tokens", "max_source_length"):
         value = settings[key]
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise SpecError("<config>", f"settings.{key}", f"must be a positive integer, got {value!r}")
+            raise SpecError(file, f"settings.{key}", f"must be a positive integer, got {value!r}")
     if not isinstance(settings["generate"], dict):
         got = settings["generate"]
-        raise SpecError("<config>", "settings.generate", f"must be a mapping of generate() arguments, got {got!r}")
+        raise SpecError(file, "settings.generate", f"must be a mapping of generate() arguments, got {got!r}")
     return settings
+
+
+def check(config: dict, searched: list[str], file: str) -> None:
+    """Before a sweep: the settings are valid (any generate() argument may be searched)."""
+    resolve_settings(config, file)
 
 
 def run(config: dict) -> dict:

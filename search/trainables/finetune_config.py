@@ -1,0 +1,128 @@
+"""The ``finetune`` trainable's config: its hyperparameters and settings, each default with its reason, and their checks.
+
+Kept apart from the training code (and from torch) so that the runner can check a sweep's parameter names and
+settings before any trial starts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+from search.errors import SpecError
+
+HPARAM_DEFAULTS: dict[str, Any] = {
+    "learning_rate": 1e-3,  # base LR of both groups; suits small models from scratch (pretrained ones: ~5e-5)
+    "encoder_lr": None,  # base LR of the encoder group; None: learning_rate
+    "decoder_lr": None,  # base LR of the decoder group (with shared embeddings and lm_head); None: learning_rate
+    "freeze_encoder_steps": 0,  # the encoder gets no updates (nor weight decay) for this many first steps
+    "weight_decay": 0.01,  # AdamW decoupled weight decay
+    "warmup_steps": 100,  # linear warmup; DESIGN.md's small model trained well with 100
+    "label_smoothing": 0.1,  # of the training objective only; train_loss and eval_loss are plain NLL
+    "dropout": None,  # overrides the model's dropout; None keeps it
+    "batch_tokens": 1500,  # padded tokens per batch, max(source, target) x sentences; DESIGN.md used ~1,500
+    "max_grad_norm": 1.0,  # clip the gradient norm at this value; 0 disables clipping
+    "seed": 0,  # model initialisation, batch order and dropout
+}
+SETTING_DEFAULTS: dict[str, Any] = {
+    "max_steps": 2000,  # training budget in optimizer steps; the LR decays linearly to 0 here
+    "eval_every": 200,  # steps between reports (one report = one training_iteration)
+    "eval_size": 200,  # first dev pairs scored per report: enough for a stable ranking, cheap to decode
+    "num_beams": 1,  # greedy eval decoding: several times cheaper than beam search, ranks trials alike
+    "max_new_tokens": 64,  # verses of <= 30 words take <= ~60 BPE tokens
+    "eval_batch_size": 64,  # sentences per forward pass / generate() call at eval
+    "max_length": 128,  # tokens kept of each source and target; longer ones are cut
+    "train_size": None,  # use only the first N training pairs (None: the whole split); smoke tests use a few hundred
+    "cache_dir": "./runs/.cache",  # trained tokenizers shared by trials (the runner sets an absolute path)
+    "output_dir": "./runs/finetune",  # checkpoints when called outside Tune (Tune stores them itself)
+}
+_FIXED_KEYS = {"model", "data", "settings"}
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """A trial's config with every default filled in and checked."""
+
+    model: Any
+    data: dict
+    settings: dict
+    learning_rate: float
+    encoder_lr: float | None
+    decoder_lr: float | None
+    freeze_encoder_steps: int
+    weight_decay: float
+    warmup_steps: int
+    label_smoothing: float
+    dropout: float | None
+    batch_tokens: int
+    max_grad_norm: float
+    seed: int
+
+    @property
+    def base_lrs(self) -> tuple[float, float]:
+        """Base learning rates of the (encoder, decoder) parameter groups."""
+        enc = self.encoder_lr if self.encoder_lr is not None else self.learning_rate
+        dec = self.decoder_lr if self.decoder_lr is not None else self.learning_rate
+        return float(enc), float(dec)
+
+    def hparams(self) -> dict[str, Any]:
+        """The searched hyperparameters (no model, data or settings)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _FIXED_KEYS}
+
+
+def _check_number(file: str, key: str, value: Any, low: float, integer: bool, positive: bool) -> None:
+    wrong_type = isinstance(value, bool) or not isinstance(value, int if integer else int | float)
+    if wrong_type or value < low or (positive and value == low):
+        kind = "an integer" if integer else "a number"
+        rule = f"> {low}" if positive else f">= {low}"
+        raise SpecError(file, key, f"must be {kind} {rule}, got {value!r}")
+
+
+def resolve_config(config: dict, file: str = "<config>") -> FinetuneConfig:
+    """Fill in defaults and check a flat trial config.
+
+    Raises:
+        SpecError: for an unknown key, or a value of the wrong type or range.
+    """
+    unknown = sorted(set(config) - set(HPARAM_DEFAULTS) - _FIXED_KEYS)
+    if unknown:
+        valid = ", ".join([*HPARAM_DEFAULTS, *sorted(_FIXED_KEYS)])
+        raise SpecError(file, unknown[0], f"unknown finetune parameter; valid ones are {valid}")
+    settings = dict(config.get("settings") or {})
+    unknown = sorted(set(settings) - set(SETTING_DEFAULTS))
+    if unknown:
+        raise SpecError(
+            file, f"settings.{unknown[0]}", f"unknown setting; valid ones are {', '.join(SETTING_DEFAULTS)}"
+        )
+    settings = {**SETTING_DEFAULTS, **{k: v for k, v in settings.items() if v is not None or k == "train_size"}}
+    hp = {**HPARAM_DEFAULTS, **{k: v for k, v in config.items() if k not in _FIXED_KEYS}}
+    for key in ("max_steps", "eval_every", "eval_size", "num_beams", "max_new_tokens", "eval_batch_size", "max_length"):
+        _check_number(file, f"settings.{key}", settings[key], 0, integer=True, positive=True)
+    if settings["train_size"] is not None:
+        _check_number(file, "settings.train_size", settings["train_size"], 0, integer=True, positive=True)
+    for key in ("learning_rate", "encoder_lr", "decoder_lr"):
+        if hp[key] is not None:
+            _check_number(file, key, hp[key], 0, integer=False, positive=True)
+    for key in ("weight_decay", "max_grad_norm", "label_smoothing"):
+        _check_number(file, key, hp[key], 0, integer=False, positive=False)
+    for key in ("freeze_encoder_steps", "warmup_steps", "seed"):
+        _check_number(file, key, hp[key], 0, integer=True, positive=False)
+    _check_number(file, "batch_tokens", hp["batch_tokens"], 0, integer=True, positive=True)
+    if hp["label_smoothing"] >= 1:
+        raise SpecError(file, "label_smoothing", f"must be < 1, got {hp['label_smoothing']!r}")
+    if hp["dropout"] is not None:
+        _check_number(file, "dropout", hp["dropout"], 0, integer=False, positive=False)
+        if hp["dropout"] >= 1:
+            raise SpecError(file, "dropout", f"must be < 1, got {hp['dropout']!r}")
+    if config.get("model") is None:
+        raise SpecError(file, "model", "is required: a local model directory or a mapping with 'arch'")
+    return FinetuneConfig(model=config["model"], data=dict(config.get("data") or {}), settings=settings, **hp)
+
+
+def check(config: dict, searched: list[str], file: str) -> None:
+    """Before a sweep: every searched name is a finetune hyperparameter, and the settings and constants are valid."""
+    for name in searched:
+        if name not in HPARAM_DEFAULTS:
+            valid = ", ".join(HPARAM_DEFAULTS)
+            raise SpecError(file, f"parameters.{name}", f"unknown finetune parameter; valid ones are {valid}")
+    resolve_config(config, file)
