@@ -121,6 +121,13 @@ def check_compatible(spec: Spec) -> None:
             )
         if spec.run_cap is not None and spec.run_cap < 2:
             raise SpecError(spec.file, "run_cap", f"PBT needs a population of at least 2, got {spec.run_cap}")
+        if spec.max_concurrent is not None and spec.max_concurrent < (spec.run_cap or 10):
+            raise SpecError(
+                spec.file,
+                "max_concurrent",
+                f"would split PBT's population of {spec.run_cap or 10} into batches that never meet, "
+                f"got {spec.max_concurrent}; remove it (resources.cpu limits how many trials run at once)",
+            )
 
 
 def build_scheduler(spec: Spec) -> Any:
