@@ -30,6 +30,7 @@ depends on and the values that switch it on; when the condition is false the tra
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -267,3 +268,14 @@ def effective_config(config: Mapping, params: tuple[Param, ...]) -> dict:
 
 def _copy_nested(m: Mapping) -> dict:
     return {k: _copy_nested(v) if isinstance(v, Mapping) else v for k, v in m.items()}
+
+
+def deep_merge(base: dict, over: Mapping) -> dict:
+    """``over`` merged into a copy of ``base``; mappings merge key by key, everything else is replaced."""
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
+            out[k] = deep_merge(dict(out[k]), v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out

@@ -23,8 +23,7 @@ from typing import Any
 
 from search.errors import UserError
 from search.metrics import BOOTSTRAP_METRICS, DEFAULT_ALPHA, DEFAULT_RESAMPLES, paired_bootstrap
-from search.params import effective_config
-from search.spec import Spec, deep_merge
+from search.spec import Spec
 
 SCOPES = ("last", "best", "avg")
 FORMATS = ("table", "md", "csv", "json")
@@ -87,13 +86,9 @@ def trial_params(config: dict, spec: Spec, constants: bool = False) -> dict[str,
 
     With ``constants``, parameters fixed with ``value:`` are included too (everything the trial ran with).
     """
-    from search.space import GRID_KEY
+    from search.space import trial_config
 
-    cfg = dict(config)
-    combo = cfg.pop(GRID_KEY, None)
-    if combo:
-        cfg = deep_merge(cfg, combo)
-    flat = flatten(effective_config(cfg, spec.parameters))
+    flat = flatten(trial_config(config, spec.parameters))
     return {p.name: flat[p.name] for p in spec.parameters if (constants or not p.is_constant) and p.name in flat}
 
 

@@ -17,8 +17,8 @@ from typing import Any
 import yaml
 
 from search.errors import SpecError
-from search.params import Param, effective_config
-from search.spec import Spec, deep_merge, validate
+from search.params import Param
+from search.spec import Spec, validate
 
 SPEC_FILE = "search_spec.yaml"
 RESERVED = ("model", "data", "settings")
@@ -102,20 +102,15 @@ def _wandb_logged_in() -> bool:
 
 def _make_trial_fn(fn: Callable, params: tuple[Param, ...]) -> Callable:
     """Wrap a trainable: merge a conditional grid's combination, drop switched-off parameters, set threads."""
-    from search.space import GRID_KEY
+    from search.space import trial_config
+    from search.trainables.common import trial_cpus
 
     def trial(config: dict) -> Any:
-        cfg = dict(config)
-        combo = cfg.pop(GRID_KEY, None)
-        if combo:
-            cfg = deep_merge(cfg, combo)
-        cfg = effective_config(cfg, params)
-        from search.trainables.common import trial_cpus
-
-        os.environ["OMP_NUM_THREADS"] = str(trial_cpus())
+        cpus = trial_cpus()
+        os.environ["OMP_NUM_THREADS"] = str(cpus)
         if "torch" in sys.modules:
-            sys.modules["torch"].set_num_threads(trial_cpus())
-        return fn(cfg)
+            sys.modules["torch"].set_num_threads(cpus)
+        return fn(trial_config(config, params))
 
     trial.__name__ = getattr(fn, "__name__", "trial")
     trial.__qualname__ = trial.__name__

@@ -18,7 +18,7 @@ import numpy as np
 from ray import tune
 from ray.tune.search.sample import Categorical, Float, Sampler
 
-from search.params import Param
+from search.params import Param, deep_merge, effective_config
 
 GRID_KEY = "_grid"  # holds one combination of a conditional grid; runner/results merge it back into the config
 
@@ -137,6 +137,16 @@ def put_nested(tree: dict, path: tuple[str, ...], value: Any) -> None:
     for part in path[:-1]:
         tree = tree.setdefault(part, {})
     tree[path[-1]] = value
+
+
+def trial_config(config: dict, params: tuple[Param, ...]) -> dict:
+    """What the trainable receives from Tune's config: a conditional grid's combination merged back in, and the
+    conditional parameters whose condition is false left out."""
+    cfg = dict(config)
+    combo = cfg.pop(GRID_KEY, None)
+    if combo:
+        cfg = deep_merge(cfg, combo)
+    return effective_config(cfg, params)
 
 
 def grid_combinations(params: tuple[Param, ...]) -> list[dict]:

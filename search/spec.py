@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 from search.errors import SpecError
-from search.params import Param, parse_parameters
+from search.params import Param, deep_merge, parse_parameters
 
 METHODS = ("grid", "random", "bayes")
 GOALS = {"maximize": "max", "minimize": "min"}
@@ -120,17 +120,6 @@ def read_yaml(path: str | Path, file_label: str | None = None) -> dict:
     if not isinstance(data, dict):
         raise SpecError(label, "", f"must be a mapping of keys, got {type(data).__name__}")
     return data
-
-
-def deep_merge(base: dict, over: Mapping) -> dict:
-    """``over`` merged into a copy of ``base``; mappings merge key by key, everything else is replaced."""
-    out = copy.deepcopy(base)
-    for k, v in over.items():
-        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
-            out[k] = deep_merge(dict(out[k]), v)
-        else:
-            out[k] = copy.deepcopy(v)
-    return out
 
 
 def merge_layer(base: dict, over: Mapping, top_level_only: bool = False) -> dict:
