@@ -68,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scope", default="last", choices=("last", "best", "avg"))
     p.add_argument("--dry-run", action="store_true", help="print what would change, write nothing")
     p.add_argument("--force", action="store_true", help="replace an existing model directory (kept as .bak)")
+    p.add_argument("--trial", metavar="TRIAL_ID", help="export this trial (its best checkpoint) instead of the winner")
 
     p = sub.add_parser("plot", help="PNG plots of a run: BLEU heatmap, metric curves, PBT schedules")
     p.add_argument("run_dir")
@@ -146,7 +147,8 @@ def cmd_rank(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from search.export import export
 
-    for line in export(args.run_dir, args.to, dry_run=args.dry_run, force=args.force, scope=args.scope):
+    lines = export(args.run_dir, args.to, dry_run=args.dry_run, force=args.force, scope=args.scope, trial=args.trial)
+    for line in lines:
         print(line)
     return 0
 

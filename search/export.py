@@ -344,7 +344,8 @@ def export_model(
     files[HPARAMS_FILE] = hparams_yaml(flat, spec, row, ranking)
     old_card = (to / CARD_FILE).read_text(encoding="utf-8") if (to / CARD_FILE).is_file() else ""
     files[CARD_FILE] = card_with_section(old_card, "finetune", card_section(ranking, spec, f"Fine-tuning: {spec.name}"))
-    lines = [f"best trial {row.trial_id}: {ranking.metric}={row.value}, checkpoint {checkpoint}"]
+    which = "best trial" if row is ranking.best else "trial"
+    lines = [f"{which} {row.trial_id}: {ranking.metric}={row.value}, checkpoint {checkpoint}"]
     lines += [f"  {k} = {json.dumps(_plain(v))}" for k, v in flat.items()]
     if to.exists() and any(to.iterdir()) and not force:
         raise UserError(f"{to}: exists and is not empty; pass --force to replace it (the old one is kept as .bak)")
@@ -378,6 +379,7 @@ def export(
     dry_run: bool = False,
     force: bool = False,
     scope: str = "last",
+    trial: str | None = None,
     rank_fn: Callable[..., Ranking] = rank,
 ) -> list[str]:
     """Export the winner of a run: generation defaults after a decoding sweep, a model directory after a fine-tune.
@@ -389,6 +391,7 @@ def export(
         dry_run: print what would change, write nothing.
         force: replace an existing model directory (kept as ``.bak``) after a fine-tune sweep.
         scope: ranking scope (``last | best | avg``).
+        trial: export this trial instead of the winner (any trial that left a checkpoint or reported the metric).
         rank_fn: the ranking function (the pipeline passes one over several runs).
 
     Returns:
@@ -404,14 +407,21 @@ def export(
     run_dir, to = Path(run_dir).resolve(), Path(to).resolve()
     spec = load_saved_spec(run_dir)
     ranking = rank_fn(run_dir, scope=scope)
-    row = ranking.best
-    if row is None:
-        raise UserError(f"{run_dir}: no finished trial reported {ranking.metric}; nothing to export")
+    if trial is None:
+        row = ranking.best
+        if row is None:
+            raise UserError(f"{run_dir}: no finished trial reported {ranking.metric}; nothing to export")
+    else:
+        row = next((r for r in ranking.rows if r.trial_id == trial), None)
+        if row is None or row.value is None:
+            known = ", ".join(r.trial_id for r in ranking.rows if r.value is not None)
+            raise UserError(f"--trial: no trial {trial!r} with {ranking.metric} in {run_dir}; trials: {known}")
     if spec.trainable != "decode" and (Path(row.path or "") / "params.json").is_file():
         if any(Path(row.path).glob("checkpoint_*")):
-            return export_model(run_dir, ranking, spec, to, dry_run=dry_run, force=force)
+            return export_model(run_dir, ranking, spec, to, dry_run=dry_run, force=force, row=row)
     params = generate_args(row, spec)
-    lines = [f"best trial {row.trial_id}: {ranking.metric}={row.value} ({ranking.mode}, scope={scope})"]
+    which = "best trial" if trial is None else "trial"
+    lines = [f"{which} {row.trial_id}: {ranking.metric}={row.value} ({ranking.mode}, scope={scope})"]
     changes, backup = export_generation(to, params, dry_run=dry_run)
     target = to / GENERATION_FILE
     if not changes:

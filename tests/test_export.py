@@ -346,3 +346,18 @@ def toy_train(config: dict) -> None:
 
 
 toy_train.__search_checkpoints__ = True  # what search.trainables.checkpointing sets
+
+
+def test_export_refuses_an_unknown_trial(tmp_path):
+    from search.errors import UserError
+    from search.export import export
+    from search.results import Ranking, Row
+
+    spec_dir = tmp_path / "run"
+    spec_dir.mkdir()
+    (spec_dir / "search_spec.yaml").write_text(
+        "file: sweep.yaml\nspec: {metric: {name: bleu, goal: maximize}, parameters: {x: {values: [1]}}}\n"
+    )
+    ranking = Ranking("bleu", "max", "last", ("x",), (), (Row("t1", "TERMINATED", 1, 1.0, {"x": 1}),))
+    with pytest.raises(UserError, match=r"--trial: no trial 'nope' with bleu in .*; trials: t1"):
+        export(spec_dir, tmp_path / "out", trial="nope", rank_fn=lambda *a, **k: ranking)
