@@ -149,6 +149,8 @@ def _init_ray(address: str | None) -> None:
     # Snapshot the experiment state every few seconds (Ray's "auto" waits longer), so that a sweep killed
     # with SIGKILL loses as few finished trials as possible on `search resume`.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
+    # ...and do not warn that checkpoint-triggered snapshots come often: that is the point.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if ray.is_initialized():
         return
     # "local" starts a fresh Ray even when another local cluster is running; a cluster is only joined on request.
