@@ -140,6 +140,10 @@ def build_scheduler(spec: Spec) -> Any:
     if spec.scheduler.type == "pbt":
         options.setdefault("hyperparam_mutations", pbt_mutations(spec.parameters))
         options.setdefault("time_attr", "training_iteration")
+        # Asynchronous PBT livelocks when a donor cannot get a slot: the running trial keeps exploiting the
+        # donor's stale checkpoint and never yields (seen with 1 free CPU for a population of 2). Synchronous
+        # PBT pauses trials at each perturbation, so every member gets to run; `synch: false` opts out.
+        options.setdefault("synch", True)
     return scheduler_class(spec.scheduler.type)(metric=spec.metric.name, mode=spec.metric.mode, **options)
 
 

@@ -125,3 +125,17 @@ def test_pbt_mutations_derived_from_parameters():
     )
     muts = pbt_mutations(params)
     assert muts["bs"] == [16, 32] and "h" not in muts and hasattr(muts["lr"], "sample")
+
+
+def test_pbt_is_synchronous_unless_the_spec_says_otherwise(tmp_path):
+    """Asynchronous PBT livelocked when a donor could not get a CPU slot; synchronous PBT lets every member run."""
+    from search.algorithms import build_scheduler
+    from search.spec import load_spec
+
+    path = tmp_path / "pbt.yaml"
+    path.write_text(
+        "method: random\nmetric: {name: v, goal: maximize}\nrun_cap: 2\n"
+        "scheduler: {type: pbt, perturbation_interval: 1}\nparameters: {lr: {values: [0.1, 0.2]}}\n"
+    )
+    assert build_scheduler(load_spec(path))._synch is True
+    assert build_scheduler(load_spec(path, overrides=["scheduler.synch=false"]))._synch is False
