@@ -70,7 +70,7 @@ class PeakRSS:
 
 def train_model(target: Path, steps: int) -> None:
     """Fine-tune the small model from scratch with the project's ``finetune`` trainable and keep its last model."""
-    from search.checkpoints import model_dir
+    from search.trainables.checkpoints import model_dir
     from search.trainables.finetune import finetune
 
     with tempfile.TemporaryDirectory() as out:
@@ -94,7 +94,7 @@ def bench(model, tokenizer, batches, references, configs: list[dict], shared: di
     """Both ways on one grid: seconds, ratio, identical BLEU per config, peak memory."""
     import torch
 
-    from search.beam import decode_configs
+    from search.decoding import decode_configs, source_batches
     from search.metrics import corpus_scores
 
     with PeakRSS() as naive_mem, torch.no_grad():
@@ -157,8 +157,8 @@ def main(argv: list[str] | None = None) -> None:
     from transformers.utils import logging as hf_logging
 
     from search.corpora import load_pairs
+    from search.decoding import source_batches
     from search.models import build_model, load_pretrained
-    from search.trainables.decode import make_batches
 
     hf_logging.set_verbosity_error()
     data = {"corpus": "bible-en-es"}
@@ -166,8 +166,8 @@ def main(argv: list[str] | None = None) -> None:
         torch.manual_seed(0)
         train = load_pairs(data, "train", limit=300)
         cache = ROOT / "runs" / ".cache"
-        spec = {"arch": "bart", "d_model": 32, "layers": 1, "heads": 2, "ffn": 64, "vocab_size": 400}
-        model, tokenizer = build_model(spec, lambda: train.sources + train.references, cache_dir=cache)
+        sizes = {"arch": "bart", "d_model": 32, "layers": 1, "heads": 2, "ffn": 64, "vocab_size": 400}
+        model, tokenizer = build_model(sizes, lambda: train.sources + train.references, cache_dir=cache)
         args.sentences, args.batch_size, args.max_new_tokens = 8, 4, 8
         SEED_GRID.update(num_beams=[2, 3], length_penalty=[0.6, 1.0])
     else:
@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> None:
         model, tokenizer = load_pretrained(path)
     model.eval()
     pairs = load_pairs(data, "dev", limit=args.sentences)
-    batches = make_batches(tokenizer, pairs.sources, args.batch_size, 128)
+    batches = source_batches(tokenizer, pairs.sources, args.batch_size, 128)
     shared = {"max_new_tokens": args.max_new_tokens, "max_length": None}
     with torch.no_grad():  # warm-up: first calls allocate and load kernels
         model.generate(**batches[0][1], **shared, num_beams=2)

@@ -1,9 +1,29 @@
 """Ray Tune hyperparameter and decoding-parameter search for seq2seq models.
 
-The public verbs: ``load_spec`` (YAML -> validated Spec), ``run`` (Spec -> Ray Tune sweep), ``resume`` (continue an
-interrupted sweep), ``rank`` and ``format_ranking`` (run directory -> ranked table), ``export`` (winner -> model defaults).
+The flow, one subpackage per step, each importing only the steps below it (``import-linter`` checks it):
+
+- ``spec``: a sweep YAML file (W&B's sweep format with our keys beside it) and its layers -> a validated, frozen
+  ``Spec``. W&B's distributions are classes. Never imports Ray, torch or the user's code.
+- ``decoding``: many ``generate()`` configs at the cost of few: one beam pass per ``num_beams`` replayed exactly for
+  every (length_penalty, early_stopping), and a cache that shares passes between trials.
+- ``trainables``: ``finetune`` and ``decode``, the registry that also takes a user's ``module:function``, and what
+  every trainable shares (threads, the files it leaves, checkpoints). A trainable knows nothing of YAML.
+- ``rundir``: the one reader and writer of run directories; reading needs neither Ray nor the user's code.
+- ``tune``: the Ray side: Tune and hyperopt spaces, the registries of search algorithms and schedulers, the runner.
+- ``report``: a run -> a ranked table with sacreBLEU's paired bootstrap, its formats and plots.
+- ``export``: the winner -> a model's defaults (``generation_config.json``, a model directory, a model card).
+- ``pipeline``: fine-tune sweep -> top-k checkpoints -> a decoding sweep on each -> export.
+
+Below them all: ``errors`` (one-line user errors), ``checks`` (value checks), ``files`` (atomic writes), ``sections``
+(the shape of a trial config), ``metrics`` (sacreBLEU), ``models`` and ``corpora``.
+
+The public verbs, imported lazily (Ray and torch are slow to import): ``load_spec``, ``run``, ``resume``, ``rank``,
+``format_ranking``, ``plot``, ``export``, ``load_pipeline``, ``run_pipeline``.
 
 Example:
+    >>> import search
+    >>> search.rank.__module__
+    'search.report.ranking'
     >>> from search import load_spec, run, rank, format_ranking
     >>> spec = load_spec("experiments/subsequence_asha.yaml", smoke_test=True)  # doctest: +SKIP
     >>> _, run_dir = run(spec)  # doctest: +SKIP
@@ -12,54 +32,46 @@ Example:
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from search.errors import DataError, SpecError, UserError
-from search.spec import Spec, load_spec
+
+# public name -> the module that defines it
+_LAZY = {
+    "Spec": "search.spec",
+    "load_spec": "search.spec",
+    "run": "search.tune",
+    "resume": "search.tune",
+    "rank": "search.report",
+    "format_ranking": "search.report",
+    "plot": "search.report",
+    "export": "search.export",
+    "load_pipeline": "search.pipeline",
+    "run_pipeline": "search.pipeline",
+}
+
+if TYPE_CHECKING:  # for type checkers and IDEs; at run time PEP 562's __getattr__ imports on first use
+    from search.export import export
+    from search.pipeline import load_pipeline, run_pipeline
+    from search.report import format_ranking, plot, rank
+    from search.spec import Spec, load_spec
+    from search.tune import resume, run
 
 
-def run(*args, **kwargs):
-    """See :func:`search.runner.run` (imported lazily: Ray is slow to import)."""
-    from search.runner import run as _run
-
-    return _run(*args, **kwargs)
-
-
-def resume(*args, **kwargs):
-    """See :func:`search.runner.resume`."""
-    from search.runner import resume as _resume
-
-    return _resume(*args, **kwargs)
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'search' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value  # the next access does not come here
+    return value
 
 
-def rank(*args, **kwargs):
-    """See :func:`search.results.rank`."""
-    from search.results import rank as _rank
-
-    return _rank(*args, **kwargs)
-
-
-def format_ranking(*args, **kwargs):
-    """See :func:`search.results.format_ranking`."""
-    from search.results import format_ranking as _format
-
-    return _format(*args, **kwargs)
-
-
-def export(*args, **kwargs):
-    """See :func:`search.export.export`."""
-    from search.export import export as _export
-
-    return _export(*args, **kwargs)
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
 
 
 __all__ = [
-    "DataError",
-    "Spec",
-    "SpecError",
-    "UserError",
-    "export",
-    "format_ranking",
-    "load_spec",
-    "rank",
-    "resume",
-    "run",
-]
+    "DataError", "Spec", "SpecError", "UserError", "export", "format_ranking", "load_pipeline", "load_spec", "plot",
+    "rank", "resume", "run", "run_pipeline",
+]  # fmt: skip

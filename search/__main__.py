@@ -91,29 +91,31 @@ def _load(args: argparse.Namespace):
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from search.describe import describe_spec
-    from search.pipeline import _decode_spec, _finetune_spec, is_pipeline, load_pipeline
+    from search.pipeline import decode_spec, finetune_spec, is_pipeline, load_pipeline
     from search.spec import read_yaml
+    from search.tune import check_spec, plan
+    from search.tune.describe import describe_spec
 
     if not is_pipeline(read_yaml(args.file)):
         spec = _load(args)
+        # the checks of `search run` that need more than the YAML (all of them with a trainable); writes nothing
         if spec.trainable:
-            from search.runner import plan
-
-            plan(spec)  # the checks of `search run` that need more than the YAML; writes nothing
+            plan(spec)
+        else:
+            check_spec(spec)
         print(describe_spec(spec))
         return 0
     pipeline = load_pipeline(args.file, smoke_test=args.smoke_test)
     print(f"{args.file}: valid pipeline: fine-tune sweep -> top {pipeline.top_k} checkpoints -> decoding sweeps")
     print(f"export to: {pipeline.export}\n")
-    print(describe_spec(_finetune_spec(pipeline)) + "\n")
-    print(describe_spec(_decode_spec(pipeline, "<each checkpoint's model directory>")))
+    print(describe_spec(finetune_spec(pipeline)) + "\n")
+    print(describe_spec(decode_spec(pipeline, "<each checkpoint's model directory>")))
     return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from search.results import format_ranking, rank
-    from search.runner import run
+    from search.report import format_ranking, rank
+    from search.tune import run
 
     spec = _load(args)
     _, run_dir = run(spec, address=args.address, storage=args.storage, name=args.name)
@@ -123,8 +125,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from search.results import format_ranking, rank
-    from search.runner import resume
+    from search.report import format_ranking, rank
+    from search.tune import resume
 
     _, run_dir = resume(args.run_dir, address=args.address)
     print(format_ranking(rank(run_dir), args.format))
@@ -133,7 +135,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 
 def cmd_rank(args: argparse.Namespace) -> int:
-    from search.results import format_ranking, rank
+    from search.report import format_ranking, rank
 
     columns = tuple(c for c in args.columns.split(",") if c) if args.columns else None
     ranking = rank(
@@ -154,7 +156,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from search.plots import plot
+    from search.report import plot
 
     for path in plot(args.run_dir, args.out, scope=args.scope):
         print(f"wrote {path}")

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from search.checks import is_number, require_positive_int
 from search.errors import SpecError
+from search.files import staged_dir
 
 ARCHS = ("bart", "marian", "t5")
 # Ids fixed by the order of these special tokens in every tokenizer trained here.
@@ -77,28 +77,23 @@ def validate_model(model: Any, file: str, base_dir: str | Path | None = None) ->
         value = model.get(key)
         if value is None:
             continue
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise SpecError(file, f"model.{key}", f"must be a positive integer, got {value!r}")
-    spec = model_config(model)
-    if spec["d_model"] % spec["heads"]:
-        raise SpecError(
-            file, "model.heads", f"must divide d_model, got heads={spec['heads']} d_model={spec['d_model']}"
-        )
-    if spec["vocab_size"] < MIN_VOCAB:
-        raise SpecError(
-            file, "model.vocab_size", f"must be >= {MIN_VOCAB} for byte-level BPE, got {spec['vocab_size']}"
-        )
-    dropout = spec["dropout"]
-    if isinstance(dropout, bool) or not isinstance(dropout, int | float) or not 0 <= dropout < 1:
+        require_positive_int(value, file, f"model.{key}")
+    cfg = model_config(model)
+    if cfg["d_model"] % cfg["heads"]:
+        raise SpecError(file, "model.heads", f"must divide d_model, got heads={cfg['heads']} d_model={cfg['d_model']}")
+    if cfg["vocab_size"] < MIN_VOCAB:
+        raise SpecError(file, "model.vocab_size", f"must be >= {MIN_VOCAB} for byte-level BPE, got {cfg['vocab_size']}")
+    dropout = cfg["dropout"]
+    if not is_number(dropout) or not 0 <= dropout < 1:
         raise SpecError(file, "model.dropout", f"must be a number in [0, 1), got {dropout!r}")
 
 
 def model_config(model: dict) -> dict:
     """A model mapping with every default filled in (``encoder_layers``/``decoder_layers`` resolved)."""
-    spec = {**MODEL_DEFAULTS, **model}
-    spec["encoder_layers"] = spec["encoder_layers"] or spec["layers"]
-    spec["decoder_layers"] = spec["decoder_layers"] or spec["layers"]
-    return spec
+    cfg = {**MODEL_DEFAULTS, **model}
+    cfg["encoder_layers"] = cfg["encoder_layers"] or cfg["layers"]
+    cfg["decoder_layers"] = cfg["decoder_layers"] or cfg["layers"]
+    return cfg
 
 
 def texts_fingerprint(texts: list[str]) -> str:
@@ -162,21 +157,18 @@ def cached_tokenizer(texts: list[str], vocab_size: int, arch: str, cache_dir: st
     target = root / tokenizer_cache_key(texts, vocab_size, arch)
     with FileLock(str(target) + ".lock"):
         if not target.is_dir():
-            tmp = Path(tempfile.mkdtemp(dir=root, prefix=".tmp-"))
-            try:
-                train_tokenizer(texts, vocab_size, arch).save_pretrained(tmp)
-                os.replace(tmp, target)
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
+            with staged_dir(root, target.name) as staged:
+                train_tokenizer(texts, vocab_size, arch).save_pretrained(staged)
+                os.replace(staged, target)
     return AutoTokenizer.from_pretrained(target, local_files_only=True)
 
 
-def _hf_config(spec: dict):
+def _hf_config(cfg: dict):
     """The transformers config of a model mapping (ids fixed by ``SPECIAL_TOKENS``)."""
     from transformers import BartConfig, MarianConfig, T5Config
 
-    arch, d_model, heads, ffn = spec["arch"], spec["d_model"], spec["heads"], spec["ffn"]
-    enc, dec, vocab, dropout = spec["encoder_layers"], spec["decoder_layers"], spec["vocab_size"], spec["dropout"]
+    arch, d_model, heads, ffn = cfg["arch"], cfg["d_model"], cfg["heads"], cfg["ffn"]
+    enc, dec, vocab, dropout = cfg["encoder_layers"], cfg["decoder_layers"], cfg["vocab_size"], cfg["dropout"]
     if arch == "t5":
         return T5Config(
             vocab_size=vocab, d_model=d_model, d_kv=d_model // heads, d_ff=ffn, num_layers=enc,
@@ -186,7 +178,7 @@ def _hf_config(spec: dict):
     common = dict(
         vocab_size=vocab, d_model=d_model, encoder_layers=enc, decoder_layers=dec, encoder_attention_heads=heads,
         decoder_attention_heads=heads, encoder_ffn_dim=ffn, decoder_ffn_dim=ffn, dropout=dropout,
-        max_position_embeddings=spec["max_length"], pad_token_id=PAD_ID, eos_token_id=EOS_ID,
+        max_position_embeddings=cfg["max_length"], pad_token_id=PAD_ID, eos_token_id=EOS_ID,
         forced_eos_token_id=None,
     )  # fmt: skip
     if arch == "marian":
@@ -250,7 +242,11 @@ def build_model(
         ``(model, tokenizer)``; a mapping gives freshly initialised weights (seed torch first).
 
     Example:
-        >>> model, tok = build_model({"arch": "bart", "d_model": 64, "vocab_size": 300}, lambda: ["hola", "hello"])
+        >>> import tempfile
+        >>> sizes = {"arch": "bart", "d_model": 64, "vocab_size": 300}
+        >>> model, tok = build_model(sizes, lambda: ["hola", "hello"], cache_dir=tempfile.mkdtemp())
+        >>> tok("hola")["input_ids"][-1] == tok.eos_token_id
+        True
     """
     if isinstance(model, str | Path):
         return load_pretrained(model, dropout)
@@ -259,13 +255,13 @@ def build_model(
     validate_model(model, "<config>")
     if texts is None:
         raise ValueError("a model built from a config needs training texts for its tokenizer")
-    spec = model_config(model)
+    cfg = model_config(model)
     if dropout is not None:
-        spec["dropout"] = float(dropout)
-    tokenizer = cached_tokenizer(texts(), spec["vocab_size"], spec["arch"], cache_dir)
-    tokenizer.model_max_length = spec["max_length"]
-    hf_model = AutoModelForSeq2SeqLM.from_config(_hf_config(spec))
-    set_generation_defaults(hf_model, tokenizer, max_length=spec["max_length"])
+        cfg["dropout"] = float(dropout)
+    tokenizer = cached_tokenizer(texts(), cfg["vocab_size"], cfg["arch"], cache_dir)
+    tokenizer.model_max_length = cfg["max_length"]
+    hf_model = AutoModelForSeq2SeqLM.from_config(_hf_config(cfg))
+    set_generation_defaults(hf_model, tokenizer, max_length=cfg["max_length"])
     return hf_model, tokenizer
 
 

@@ -12,8 +12,8 @@ A pipeline file names two sweep files and what joins them::
     decode_set: []                     # --set overrides of the decoding sweeps
     smoke_test: {top_k: 1}             # merged over the file with --smoke-test (the sweeps get theirs too)
 
-This module only orchestrates: ``runner.run`` runs the sweeps, ``checkpoints.export_model_dir`` turns checkpoints into
-model directories, ``results`` ranks, ``export`` writes the winner, ``plots`` draws.
+This module only orchestrates: ``search.tune`` runs the sweeps, ``search.trainables.checkpoints`` turns checkpoints
+into model directories, ``search.report`` ranks and draws, ``search.export`` writes the winner.
 """
 
 from __future__ import annotations
@@ -22,8 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from search.checks import is_int
 from search.errors import SpecError, UserError
-from search.spec import deep_merge, load_spec, read_yaml
+from search.files import atomic_write
+from search.report import Ranking, Row, combine, format_ranking, plot, rank
+from search.rundir import read_run, unique_run_dir
+from search.spec import Spec, deep_merge, load_spec, read_yaml
 
 KEYS = ("name", "finetune", "decode", "top_k", "export", "storage", "finetune_set", "decode_set", "smoke_test")
 
@@ -78,7 +82,7 @@ def load_pipeline(file: str | Path, *, smoke_test: bool = False) -> Pipeline:
         raw = deep_merge(raw, smoke)
     base = Path(file).resolve().parent
     top_k = raw.get("top_k", 2)
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+    if not is_int(top_k) or top_k < 1:
         raise SpecError(file, "top_k", f"must be an integer >= 1, got {top_k!r}")
     pipeline = Pipeline(
         file=file,
@@ -92,21 +96,75 @@ def load_pipeline(file: str | Path, *, smoke_test: bool = False) -> Pipeline:
         decode_set=_sets(raw, "decode_set", file),
         smoke_test=smoke_test,
     )
-    finetune = _finetune_spec(pipeline)
+    from search.tune import check_spec
+
+    finetune = finetune_spec(pipeline)
     if finetune.trainable != "finetune":
         raise SpecError(file, "finetune", f"must be a sweep of the finetune trainable, got {finetune.trainable!r}")
-    decode = _decode_spec(pipeline, "MODEL_DIR")
+    check_spec(finetune)
+    decode = decode_spec(pipeline, "MODEL_DIR")
     if decode.trainable != "decode":
         raise SpecError(file, "decode", f"must be a sweep of the decode trainable, got {decode.trainable!r}")
+    check_spec(decode)
     return pipeline
 
 
-def _finetune_spec(p: Pipeline):
+def finetune_spec(p: Pipeline) -> Spec:
     return load_spec(p.finetune, smoke_test=p.smoke_test, overrides=list(p.finetune_set))
 
 
-def _decode_spec(p: Pipeline, model_dir: str):
+def decode_spec(p: Pipeline, model_dir: str) -> Spec:
     return load_spec(p.decode, smoke_test=p.smoke_test, overrides=[*p.decode_set, f"model={model_dir}"])
+
+
+def _finetune(p: Pipeline, root: Path, address: str | None, out: Any) -> tuple[Path, Ranking, list[Row]]:
+    """Step 1: the fine-tune sweep, its ranked table and its top-k trials."""
+    from search.tune import run
+
+    out(f"[1/4] fine-tune sweep: {p.finetune}")
+    _, ft_dir = run(finetune_spec(p), address=address, storage=str(root), name="finetune")
+    ranking = rank(ft_dir)
+    out(format_ranking(ranking, "table"))
+    top = list(ranking.ranked[: p.top_k])
+    if not top:
+        raise UserError(f"{ft_dir}: no fine-tune trial finished with {ranking.metric}; see the table above")
+    return ft_dir, ranking, top
+
+
+def _candidates(ft_dir: Path, ranking: Ranking, top: list[Row], root: Path, out: Any) -> dict[str, Path]:
+    """Step 2: the best checkpoint of each top trial as a model directory."""
+    from transformers.utils import logging as hf_logging
+
+    from search.export import best_checkpoint
+    from search.trainables.checkpoints import export_model_dir
+
+    hf_logging.disable_progress_bar()
+    out(f"[2/4] best checkpoints of the top {len(top)} trials -> model directories")
+    run, models = read_run(ft_dir), {}
+    for row in top:
+        checkpoint = best_checkpoint(run, row, ranking.metric, ranking.mode)
+        models[row.trial_id] = export_model_dir(checkpoint, root / "candidates" / row.trial_id)
+        out(f"  {row.trial_id} ({ranking.metric}={row.value:.4g}): {models[row.trial_id]}")
+    return models
+
+
+def _export_winner(ft_dir: Path, ft_ranking: Ranking, top: list[Row], decode: Ranking, decode_runs: dict, target: Path,
+                   force: bool) -> list[str]:  # fmt: skip
+    """Step 4: the winning checkpoint as a model directory, with the winning decoding config as its defaults."""
+    from search.export import Extras, card_section, export_model, generate_args
+
+    winner = decode.best
+    if winner is None:
+        raise UserError(f"{target.parent}: no decoding trial finished with {decode.metric}; see the decode runs")
+    trial_id = winner.params["checkpoint"]
+    decode_spec = read_run(decode_runs[trial_id]).spec
+    title = f"Decoding: {decode_spec.name} on the top {len(top)} checkpoints"
+    extras = Extras(
+        generation=generate_args(winner, decode_spec),
+        card_sections={"decode": card_section(decode, decode_spec, title)},
+    )
+    ft_row = next(r for r in top if r.trial_id == trial_id)
+    return export_model(read_run(ft_dir), ft_ranking, ft_row, target, force=force, extras=extras)
 
 
 def run_pipeline(
@@ -120,86 +178,40 @@ def run_pipeline(
     Example:
         >>> run_pipeline(load_pipeline("experiments/pipeline.yaml", smoke_test=True))  # doctest: +SKIP
     """
-    from search.checkpoints import export_model_dir
-    from search.export import (
-        CARD_FILE,
-        atomic_write,
-        best_checkpoint,
-        card_section,
-        card_with_section,
-        export_generation,
-        export_model,
-        generate_args,
-    )  # fmt: skip
-    from search.plots import plot
-    from search.results import combine, format_ranking, rank
-    from search.runner import load_saved_spec, run, unique_run_dir
+    from search.tune import run
 
     if p.export is not None and p.export.exists() and any(p.export.iterdir()) and not force:
         raise UserError(f"{p.export}: exists and is not empty; pass --force to replace it (kept as .bak)")
     root = unique_run_dir(Path(storage).resolve() if storage else p.storage, p.name)
     target = p.export or root / "model"  # a fresh pipeline directory each run: nothing to overwrite
     out(f"pipeline directory: {root}")
-
-    out(f"[1/4] fine-tune sweep: {p.finetune}")
-    _, ft_dir = run(_finetune_spec(p), address=address, storage=str(root), name="finetune")
-    ft_ranking = rank(ft_dir)
-    out(format_ranking(ft_ranking, "table"))
-    top = ft_ranking.ranked[: p.top_k]
-    if not top:
-        raise UserError(f"{ft_dir}: no fine-tune trial finished with {ft_ranking.metric}; see the table above")
-
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    out(f"[2/4] best checkpoints of the top {len(top)} trials -> model directories")
-    models: dict[str, Path] = {}
-    for row in top:
-        checkpoint = best_checkpoint(ft_dir, row, ft_ranking.metric, ft_ranking.mode)
-        models[row.trial_id] = export_model_dir(checkpoint, root / "candidates" / row.trial_id)
-        out(f"  {row.trial_id} ({ft_ranking.metric}={row.value:.4g}): {models[row.trial_id]}")
-
+    ft_dir, ft_ranking, top = _finetune(p, root, address, out)
+    models = _candidates(ft_dir, ft_ranking, top, root, out)
     out(f"[3/4] decoding sweep on each: {p.decode}")
-    decode_runs: dict[str, Path] = {}
-    for trial_id, model_dir in models.items():
-        _, decode_runs[trial_id] = run(
-            _decode_spec(p, str(model_dir)), address=address, storage=str(root), name=f"decode-{trial_id}"
-        )
-
+    decode_runs = {
+        trial_id: run(decode_spec(p, str(model_dir)), address=address, storage=str(root), name=f"decode-{trial_id}")[1]
+        for trial_id, model_dir in models.items()
+    }
     out("[4/4] rank everything, export the winner")
     ranking = combine({t: rank(d, bootstrap=0) for t, d in decode_runs.items()}, key="checkpoint")
-    (root / "ranking.md").write_text(format_ranking(ranking, "md") + "\n", encoding="utf-8")
-    winner = ranking.best
-    if winner is None:
-        raise UserError(f"{root}: no decoding trial finished with {ranking.metric}; see the decode runs")
-    trial_id = winner.params["checkpoint"]
-    ft_row = next(r for r in top if r.trial_id == trial_id)
-    for line in export_model(ft_dir, ft_ranking, load_saved_spec(ft_dir), target, force=force, row=ft_row):
+    atomic_write(root / "ranking.md", format_ranking(ranking, "md") + "\n")
+    for line in _export_winner(ft_dir, ft_ranking, top, ranking, decode_runs, target, force):
         out(line)
-    decode_spec = load_saved_spec(decode_runs[trial_id])
-    changes, _ = export_generation(target, generate_args(winner, decode_spec))
-    out(f"{target / 'generation_config.json'}: " + ("; ".join(changes) or "unchanged"))
-    card = target / CARD_FILE
-    section = card_section(ranking, decode_spec, f"Decoding: {decode_spec.name} on the top {len(top)} checkpoints")
-    backup = atomic_write(card, card_with_section(card.read_text(encoding="utf-8"), "decode", section))
-    if backup is not None:
-        backup.unlink()  # the card export_model wrote moments ago, now extended
-
-    plots = [path for d in (ft_dir, *decode_runs.values()) for path in _plots(plot, d)]
+    plots = [path for d in (ft_dir, *decode_runs.values()) for path in _plots(d)]
     out(format_ranking(ranking, "table"))
     out(f"plots: {', '.join(str(p_) for p_ in plots)}")
     out(f"exported model (weights, tokenizer, generation_config.json, best_hparams.yaml, README.md): {target}")
     return {
-        "dir": root, "finetune_run": ft_dir, "decode_runs": decode_runs, "ranking": ranking, "winner": winner,
+        "dir": root, "finetune_run": ft_dir, "decode_runs": decode_runs, "ranking": ranking, "winner": ranking.best,
         "export": target, "plots": plots,
     }  # fmt: skip
 
 
-def _plots(plot, run_dir: Path) -> list[Path]:
+def _plots(run_dir: Path) -> list[Path]:
     try:
         return plot(run_dir)
     except UserError:  # nothing to plot in this run (e.g. one report per trial and no beam grid)
         return []
 
 
-__all__ = ["Pipeline", "load_pipeline", "run_pipeline"]
+__all__ = ["Pipeline", "decode_spec", "finetune_spec", "is_pipeline", "load_pipeline", "run_pipeline"]

@@ -75,11 +75,11 @@ def _import_user_function(name: str, base_dir: Path, file: str) -> Callable:
         mod_name = path.stem
         module = sys.modules.get(mod_name)
         if module is None or Path(getattr(module, "__file__", "") or "").resolve() != path:
-            spec = importlib.util.spec_from_file_location(mod_name, path)
-            module = importlib.util.module_from_spec(spec)
+            module_spec = importlib.util.spec_from_file_location(mod_name, path)
+            module = importlib.util.module_from_spec(module_spec)
             sys.modules[mod_name] = module
             try:
-                spec.loader.exec_module(module)
+                module_spec.loader.exec_module(module)
             except Exception as e:
                 del sys.modules[mod_name]
                 raise SpecError(file, "trainable", f"importing {path} failed: {type(e).__name__}: {e}") from None
@@ -101,7 +101,7 @@ def _import_user_function(name: str, base_dir: Path, file: str) -> Callable:
     return fn
 
 
-def resolve(name: str, base_dir: Path, file: str) -> TrainableInfo:
+def trainable_info(name: str, base_dir: Path, file: str) -> TrainableInfo:
     """The registry entry for ``name``, or an entry for a user's ``module:function`` (imported to check it exists)."""
     if name in TRAINABLES:
         return TRAINABLES[name]
@@ -126,4 +126,4 @@ def load_hook(name: str, hook: str) -> Callable | None:
     return getattr(importlib.import_module(module), func)
 
 
-__all__ = ["TRAINABLES", "TrainableInfo", "checkpointing", "load_function", "load_hook", "resolve"]
+__all__ = ["TRAINABLES", "TrainableInfo", "checkpointing", "load_function", "load_hook", "trainable_info"]

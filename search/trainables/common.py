@@ -1,9 +1,9 @@
-"""Helpers every trainable uses: thread count from the trial's CPUs, translations for the paired bootstrap."""
+"""What every trainable does first: set its threads to the CPUs Ray gave the trial."""
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
+import sys
 
 
 def trial_cpus(default: int = 1) -> int:
@@ -21,23 +21,17 @@ def trial_cpus(default: int = 1) -> int:
 
 
 def use_trial_cpus(default: int = 1) -> int:
-    """Set torch (and OpenMP) threads to the trial's CPUs and return that number.
+    """Set OpenMP's and torch's threads to the trial's CPUs and return that number.
 
-    Two trials with torch's default thread count on 2 cores made small ops ~30x slower here,
-    so every trainable calls this first.
+    Two trials with torch's default thread count on 2 cores made small ops ~30x slower here, so the runner calls
+    this before every trial and every trainable after importing torch. torch is set only when already imported
+    (it reads ``OMP_NUM_THREADS`` when it is imported later).
     """
-    import torch
-
     n = trial_cpus(default)
     os.environ["OMP_NUM_THREADS"] = str(n)
-    torch.set_num_threads(n)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(n)
     return n
 
 
-def write_translations(directory: Path, hypotheses: list[str], references: list[str]) -> None:
-    """``hypotheses.txt`` and ``references.txt``, one sentence a line, for the ranking's paired bootstrap."""
-    directory.mkdir(parents=True, exist_ok=True)
-    for name, lines in (("hypotheses.txt", hypotheses), ("references.txt", references)):
-        tmp = directory / f".{name}.tmp"
-        tmp.write_text("".join(" ".join(line.split()) + "\n" for line in lines), encoding="utf-8")
-        tmp.replace(directory / name)
+__all__ = ["trial_cpus", "use_trial_cpus"]

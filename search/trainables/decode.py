@@ -5,8 +5,8 @@ Searched parameters arrive at the top level of the config and are passed to ``ge
 and ``settings`` (``SETTING_DEFAULTS``) are fixed for the sweep.
 
 Trials that share a beam pass do not redo it. ``prepare`` (called by the runner before the sweep) stores the grid of
-searched values in ``settings["decode_plan"]``; the first trial that needs a pass decodes, with ``search.beam``, every
-planned config of that pass at once, and stores each config's hypotheses in ``search.decode_cache`` under
+searched values in ``settings["decode_plan"]``; the first trial that needs a pass decodes, with ``search.decoding``, every
+planned config of that pass at once, and stores each config's hypotheses in ``search.decoding.cache`` under
 ``settings["cache_dir"]``. Concurrent trials of that pass wait on its lock and then only score. A config the plan does
 not name (a continuous ``length_penalty`` from hyperopt, a resumed run with another grid) is decoded on its own,
 exactly. Batches are fixed (sources sorted by length, ``batch_size`` each) so that every config sees the same padding.
@@ -14,8 +14,6 @@ exactly. Batches are fixed (sources sorted by length, ``batch_size`` each) so th
 
 from __future__ import annotations
 
-import itertools
-import math
 import time
 import warnings
 from pathlib import Path
@@ -23,11 +21,24 @@ from typing import Any
 
 import torch
 
-from search.beam import decode_configs, resolve
-from search.decode_cache import DecodeCache, digest, model_fingerprint
+from search.checks import require_positive_int
+from search.decoding import (
+    DecodeCache,
+    canonical,
+    config_label,
+    decode_configs,
+    digest,
+    model_fingerprint,
+    plain_args,
+    plan_of,
+    planned_configs,
+    source_batches,
+)
 from search.errors import SpecError
 from search.metrics import corpus_scores
+from search.sections import searched
 from search.trainables.common import use_trial_cpus
+from search.trainables.outputs import write_generate_args, write_translations
 
 SETTING_DEFAULTS: dict[str, Any] = {
     "split": "dev",  # which split of `data` is decoded
@@ -41,9 +52,6 @@ SETTING_DEFAULTS: dict[str, Any] = {
     "cache_dir": "./runs/.cache",  # shared decode results and tokenizers (the runner sets an absolute path)
     "decode_plan": {},  # set by `prepare`: {"grid": {name: [values]}, "continuous": [names]}
 }
-_FIXED_KEYS = ("model", "data", "settings")
-# A grid with more configs than this is not decoded ahead; each trial decodes its own config.
-MAX_PLANNED = 10_000
 _MODELS: dict[str, tuple[Any, Any]] = {}  # one model per worker process, keyed by its fingerprint
 
 
@@ -58,58 +66,18 @@ def prepare(settings: dict, candidates: dict) -> dict:
         >>> prepare({}, {"num_beams": [4, 8], "length_penalty": (0.5, 1.5)})["decode_plan"]
         {'grid': {'num_beams': [4, 8]}, 'continuous': ['length_penalty']}
     """
-    grid = {k: list(v) for k, v in candidates.items() if isinstance(v, list)}
-    continuous = sorted(k for k in candidates if k not in grid)
-    return {**settings, "decode_plan": {"grid": grid, "continuous": continuous}}
-
-
-def _plain_value(value: Any) -> Any:
-    """Numpy scalars (hyperopt) as Python numbers; integral floats of integer arguments as ints."""
-    return value.item() if hasattr(value, "item") and not isinstance(value, list | dict) else value
+    return {**settings, "decode_plan": plan_of(candidates)}
 
 
 def generation_args(config: dict) -> dict:
-    """The ``generate()`` arguments of a trial's config: every key but ``model``, ``data`` and ``settings``."""
-    args = {k: _plain_value(v) for k, v in config.items() if k not in _FIXED_KEYS}
-    for key in ("num_beams", "num_return_sequences", "no_repeat_ngram_size", "top_k", "min_length"):
-        value = args.get(key)
-        if isinstance(value, float) and value.is_integer():
-            args[key] = int(value)
-    if isinstance(args.get("length_penalty"), int) and not isinstance(args["length_penalty"], bool):
-        args["length_penalty"] = float(args["length_penalty"])
-    return args
+    """The ``generate()`` arguments of a trial's config: its searched parameters, as plain Python values."""
+    return plain_args(searched(config))
 
 
-def canonical(model: Any, args: dict, shared: dict) -> tuple[tuple, dict]:
-    """``(pass key, canonical config)``: configs with equal canonical configs decode to the same text.
-
-    Greedy decoding ignores ``length_penalty``/``early_stopping``; ``"never"`` equals ``False`` when
-    ``length_penalty <= 0``; the top hypothesis does not depend on ``num_return_sequences``.
-    """
-    how = resolve(model, args, shared)
-    if how is None:
-        return ("plain", digest({**shared, **args})), dict(args)
-    kind, pass_key, replay = how
-    rest = {k: v for k, v in args.items() if k not in ("length_penalty", "early_stopping", "num_return_sequences")}
-    if kind == "greedy":
-        return (kind, *pass_key), {**rest, "num_beams": 1}
-    lp, es = replay["length_penalty"], replay["early_stopping"]
-    es = False if es == "never" and not lp > 0.0 else es
-    return (kind, *pass_key), {**rest, "length_penalty": lp, "early_stopping": es}
-
-
-def config_label(config: dict) -> str:
-    """A readable, sorted ``key=value`` label (the ``identical_to`` metric)."""
-    return " ".join(f"{k}={config[k]}" for k in sorted(config))
-
-
-def planned_configs(plan: dict, own: dict) -> list[dict]:
-    """The searched configs of the plan's grid, or only ``own`` when a parameter is continuous or the grid is huge."""
-    grid = plan.get("grid") or {}
-    if plan.get("continuous") or not grid or math.prod(len(v) for v in grid.values()) > MAX_PLANNED:
-        return [own]
-    names = list(grid)
-    return [dict(zip(names, values, strict=True)) for values in itertools.product(*(grid[n] for n in names))]
+def shared_args(settings: dict) -> dict:
+    """The ``generate()`` arguments every trial of the sweep shares (``max_new_tokens``, ``settings.generate``)."""
+    # max_length=None: the model's own max_length would clash with max_new_tokens (and warn on every call).
+    return {"max_new_tokens": settings["max_new_tokens"], "max_length": None, **settings["generate"]}
 
 
 def load(model_spec: Any, settings: dict, data: dict):
@@ -130,20 +98,6 @@ def load(model_spec: Any, settings: dict, data: dict):
         model.eval()
         _MODELS[key] = (model, tokenizer)
     return _MODELS[key]
-
-
-def make_batches(tokenizer, sources: list[str], batch_size: int, max_length: int) -> list[tuple[list[int], dict]]:
-    """Fixed batches: ``(indices, tokenized batch)`` with the sources sorted by length (stable)."""
-    lengths = [len(ids) for ids in tokenizer(sources, truncation=True, max_length=max_length)["input_ids"]]
-    order = sorted(range(len(sources)), key=lambda i: lengths[i])
-    batches = []
-    for start in range(0, len(order), batch_size):
-        chunk = order[start : start + batch_size]
-        inputs = tokenizer(
-            [sources[i] for i in chunk], truncation=True, max_length=max_length, padding=True, return_tensors="pt"
-        )
-        batches.append((chunk, {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"]}))
-    return batches
 
 
 def decode_pass(model, tokenizer, batches, configs: list[dict], shared: dict, seed: int) -> tuple[list[dict], float]:
@@ -178,16 +132,14 @@ def resolve_settings(config: dict, file: str = "<config>") -> dict:
         if key not in config:
             raise SpecError(file, key, f"missing; the decode trainable needs `{key}:`")
     for key in ("batch_size", "max_new_tokens", "max_source_length"):
-        value = settings[key]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise SpecError(file, f"settings.{key}", f"must be a positive integer, got {value!r}")
+        require_positive_int(settings[key], file, f"settings.{key}")
     if not isinstance(settings["generate"], dict):
         got = settings["generate"]
         raise SpecError(file, "settings.generate", f"must be a mapping of generate() arguments, got {got!r}")
     return settings
 
 
-def check(config: dict, searched: list[str], file: str) -> None:
+def check(config: dict, searched_names: list[str], file: str) -> None:
     """Before a sweep: the settings are valid (any generate() argument may be searched)."""
     resolve_settings(config, file)
 
@@ -197,45 +149,52 @@ def run(config: dict) -> dict:
     return decode_and_score(config)[0]
 
 
-def decode_and_score(config: dict) -> tuple[dict, list[str], list[str]]:
-    """``(metrics, hypotheses, references)`` of one config (see ``decode`` for the metrics)."""
+def _pass_cache(config: dict, settings: dict, sources: list[str], pass_key: tuple) -> DecodeCache:
+    """The cache of one beam pass: keyed by everything the pass depends on."""
+    key = {
+        "model": model_fingerprint(config["model"], settings["seed"]), "sources": sources,
+        "batch_size": settings["batch_size"], "max_source_length": settings["max_source_length"],
+        "seed": settings["seed"], "pass": pass_key,
+    }  # fmt: skip
+    return DecodeCache(settings["cache_dir"], digest(key))
+
+
+def _decoded(config: dict, settings: dict, pairs, args: dict, shared: dict) -> tuple[dict, dict, bool]:
+    """``(cache entry, canonical config, from_cache)`` of ``args``; the first trial of a pass decodes every planned
+    config of it at once, concurrent ones wait on the pass lock and then read."""
+    model, tokenizer = load(config["model"], settings, config["data"])
+    pass_key, canon = canonical(model, args, shared)
+    cache = _pass_cache(config, settings, pairs.sources, pass_key)
+    entry = cache.get(digest(canon))
+    if entry is not None:
+        return entry, canon, True
+    with cache.locked():
+        entry = cache.get(digest(canon))  # another trial may have computed it while we waited
+        if entry is not None:
+            return entry, canon, True
+        members: dict[str, dict] = {digest(canon): args}
+        for other in planned_configs(settings["decode_plan"], args):
+            other_args = generation_args({**args, **other})
+            other_pass, other_canon = canonical(model, other_args, shared)
+            if other_pass == pass_key and cache.get(digest(other_canon)) is None:
+                members.setdefault(digest(other_canon), other_args)
+        batches = source_batches(tokenizer, pairs.sources, settings["batch_size"], settings["max_source_length"])
+        entries, _ = decode_pass(model, tokenizer, batches, list(members.values()), shared, settings["seed"])
+        for key, decoded in zip(members, entries, strict=True):
+            cache.put(key, decoded)
+    return cache.get(digest(canon)), canon, False
+
+
+def decode_and_score(config: dict) -> tuple[dict, list[str], list[str], dict]:
+    """``(metrics, hypotheses, references, generate() arguments)`` of one config (``decode`` names the metrics)."""
     from search.corpora import load_pairs
 
     settings = resolve_settings(config)
     pairs = load_pairs(config["data"], settings["split"], limit=settings["limit"])
-    model, tokenizer = load(config["model"], settings, config["data"])
-    # max_length=None: the model's own max_length would clash with max_new_tokens.
-    shared = {"max_new_tokens": settings["max_new_tokens"], "max_length": None, **settings["generate"]}
-    args = generation_args(config)
-    pass_key, canon = canonical(model, args, shared)
-    cache = DecodeCache(
-        settings["cache_dir"],
-        digest({
-            "model": model_fingerprint(config["model"], settings["seed"]), "sources": pairs.sources,
-            "batch_size": settings["batch_size"], "max_source_length": settings["max_source_length"],
-            "seed": settings["seed"], "pass": pass_key,
-        }),
-    )  # fmt: skip
-    entry, from_cache = cache.get(digest(canon)), True
-    if entry is None:
-        with cache.locked():
-            entry = cache.get(digest(canon))  # another trial may have computed it while we waited
-            if entry is None:
-                from_cache = False
-                members: dict[str, dict] = {digest(canon): args}
-                for other in planned_configs(settings["decode_plan"], args):
-                    other_args = generation_args({**args, **other})
-                    other_pass, other_canon = canonical(model, other_args, shared)
-                    if other_pass == pass_key and cache.get(digest(other_canon)) is None:
-                        members.setdefault(digest(other_canon), other_args)
-                batches = make_batches(tokenizer, pairs.sources, settings["batch_size"], settings["max_source_length"])
-                entries, _ = decode_pass(model, tokenizer, batches, list(members.values()), shared, settings["seed"])
-                for key, decoded in zip(members, entries, strict=True):
-                    cache.put(key, decoded)
-                entry = cache.get(digest(canon))
-    scores = corpus_scores(entry["hypotheses"], pairs.references)
+    shared, args = shared_args(settings), generation_args(config)
+    entry, canon, from_cache = _decoded(config, settings, pairs, args, shared)
     metrics = {
-        **scores,
+        **corpus_scores(entry["hypotheses"], pairs.references),
         "sentences_per_s": len(pairs) / max(entry["seconds"], 1e-9),  # of the pass that decoded this config
         "mean_output_len": sum(entry["output_tokens"]) / max(1, len(pairs)),
         "identical_to": config_label(canon) if canon != args else "",
@@ -243,7 +202,7 @@ def decode_and_score(config: dict) -> tuple[dict, list[str], list[str]]:
         "from_cache": from_cache,
         "sentences": len(pairs),
     }
-    return metrics, entry["hypotheses"], list(pairs.references)
+    return metrics, entry["hypotheses"], list(pairs.references), {**shared, **args}
 
 
 def decode(config: dict) -> None:
@@ -256,24 +215,23 @@ def decode(config: dict) -> None:
 
     Example:
         >>> decode({"model": "runs/model", "data": {"corpus": "bible-en-es"}, "num_beams": 4, "length_penalty": 0.8,
-        ...         "settings": {"limit": 100}})
+        ...         "settings": {"limit": 100}})  # doctest: +SKIP
     """
     use_trial_cpus()
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()  # generate() warns about inert flags (lp with num_beams=1) on every call
-    metrics, hypotheses, references = decode_and_score(config)
+    metrics, hypotheses, references, args = decode_and_score(config)
     from ray import tune
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         in_tune = tune.get_context().get_trial_id() is not None
     if in_tune:
-        from search.trainables.common import write_translations
-
-        # In its trial directory (Tune's working directory), for the ranking's paired bootstrap.
+        # In its trial directory (Tune's working directory): for the paired bootstrap, and for export.
         write_translations(Path.cwd(), hypotheses, references)
+        write_generate_args(Path.cwd(), args)
         tune.report(metrics)
     else:
         print({k: v for k, v in metrics.items() if not k.endswith("_signature")}, flush=True)

@@ -22,16 +22,17 @@ from typing import Any
 
 import torch
 
-from search.checkpoints import load_training_state, model_dir, save_checkpoint
 from search.metrics import corpus_scores
 from search.models import build_model, load_pretrained
-from search.trainables.common import use_trial_cpus, write_translations
+from search.trainables.checkpoints import load_training_state, model_dir, save_checkpoint
+from search.trainables.common import use_trial_cpus
 from search.trainables.finetune_config import FinetuneConfig, resolve_config
+from search.trainables.outputs import write_translations
 
 # ---------------------------------------------------------------- batches
 
 
-def make_batches(lengths: list[int], batch_tokens: int, rng: random.Random) -> list[list[int]]:
+def token_batches(lengths: list[int], batch_tokens: int, rng: random.Random) -> list[list[int]]:
     """Length-bucketed batches: sentences of similar length together, padded size <= ``batch_tokens``.
 
     Args:
@@ -239,6 +240,45 @@ def evaluate(
     return {"eval_loss": nll_sum / max(1, tokens), **scores}, hypotheses
 
 
+def train_step(state: TrainState, cfg: FinetuneConfig, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, tuple]:
+    """One optimizer update on ``batch``; returns the plain per-token NLL and the (encoder, decoder) LRs used."""
+    lrs = apply_hparams(state.optimizer, cfg, state.step)
+    objective, nll = token_losses(state.model, batch, cfg.label_smoothing)
+    state.optimizer.zero_grad(set_to_none=True)
+    objective.mean().backward()
+    if state.step < cfg.freeze_encoder_steps:
+        for p in state.optimizer.param_groups[0]["params"]:  # the encoder group
+            p.grad = None  # AdamW skips parameters without gradient: no update, no weight decay
+    if cfg.max_grad_norm:
+        torch.nn.utils.clip_grad_norm_(state.model.parameters(), cfg.max_grad_norm)
+    state.optimizer.step()
+    state.step += 1
+    return nll, lrs
+
+
+@dataclass
+class Meter:
+    """Training NLL, tokens and seconds since the last report."""
+
+    nll_sum: float = 0.0
+    tokens: int = 0
+    seconds: float = 0.0
+    lrs: tuple = (0.0, 0.0)
+
+    def metrics(self, state: TrainState, scores: dict) -> dict[str, Any]:
+        return {
+            "step": state.step,
+            "train_loss": self.nll_sum / max(1, self.tokens),
+            **scores,
+            "lr_encoder": self.lrs[0],
+            "lr_decoder": self.lrs[1],
+            "tokens_per_s": self.tokens / max(self.seconds, 1e-9),  # target tokens per second of training only
+            "peak_mem_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "start_from": state.start_from,
+            "start_step": state.start_step,
+        }
+
+
 def train(
     cfg: FinetuneConfig,
     train_pairs,
@@ -258,57 +298,35 @@ def train(
         trial_id: this trial's id (None outside Tune); tells a resumed trial from an exploiting one.
         translations_dir: where each report's dev translations are written (``write_translations``), or None.
     """
-    settings = cfg.settings
+    settings, references = cfg.settings, list(dev_pairs.references)
     if checkpoint is not None:
         state = restore(cfg, checkpoint, trial_id)
     else:
         state = init_state(cfg, list(train_pairs.sources) + list(train_pairs.references))
     max_length = min(settings["max_length"], getattr(state.model.config, "max_position_embeddings", None) or 10**9)
     src, tgt = encode(state.tokenizer, train_pairs.sources, train_pairs.references, max_length)
-    dev_src, dev_tgt = encode(state.tokenizer, dev_pairs.sources, dev_pairs.references, max_length)
+    dev_src, dev_tgt = encode(state.tokenizer, dev_pairs.sources, references, max_length)
     lengths = [max(len(s), len(t)) for s, t in zip(src, tgt, strict=True)]
-    batches = make_batches(lengths, cfg.batch_tokens, random.Random(f"{cfg.seed}:{state.epoch}"))
-    encoder_params = state.optimizer.param_groups[0]["params"]
-    nll_sum, tokens, seconds, lrs = 0.0, 0, 0.0, (0.0, 0.0)
+    batches = token_batches(lengths, cfg.batch_tokens, random.Random(f"{cfg.seed}:{state.epoch}"))
+    meter = Meter()
     while state.step < settings["max_steps"]:
         if state.batch_in_epoch >= len(batches):
             state.epoch, state.batch_in_epoch = state.epoch + 1, 0
-            batches = make_batches(lengths, cfg.batch_tokens, random.Random(f"{cfg.seed}:{state.epoch}"))
+            batches = token_batches(lengths, cfg.batch_tokens, random.Random(f"{cfg.seed}:{state.epoch}"))
         chunk = batches[state.batch_in_epoch]
         state.batch_in_epoch += 1
         began = time.perf_counter()
-        lrs = apply_hparams(state.optimizer, cfg, state.step)
         batch = collate(state.model, state.tokenizer.pad_token_id, [src[i] for i in chunk], [tgt[i] for i in chunk])
-        objective, nll = token_losses(state.model, batch, cfg.label_smoothing)
-        state.optimizer.zero_grad(set_to_none=True)
-        objective.mean().backward()
-        if state.step < cfg.freeze_encoder_steps:
-            for p in encoder_params:
-                p.grad = None  # AdamW skips parameters without gradient: no update, no weight decay
-        if cfg.max_grad_norm:
-            torch.nn.utils.clip_grad_norm_(state.model.parameters(), cfg.max_grad_norm)
-        state.optimizer.step()
-        state.step += 1
-        seconds += time.perf_counter() - began
-        nll_sum, tokens = nll_sum + nll.sum().item(), tokens + nll.numel()
+        nll, meter.lrs = train_step(state, cfg, batch)
+        meter.seconds += time.perf_counter() - began
+        meter.nll_sum, meter.tokens = meter.nll_sum + nll.sum().item(), meter.tokens + nll.numel()
         if state.step % settings["eval_every"] and state.step < settings["max_steps"]:
             continue
-        scores, hypotheses = evaluate(state, cfg, dev_src, dev_tgt, list(dev_pairs.references))
+        scores, hypotheses = evaluate(state, cfg, dev_src, dev_tgt, references)
         if translations_dir is not None:
-            write_translations(translations_dir, hypotheses, list(dev_pairs.references))
-        metrics = {
-            "step": state.step,
-            "train_loss": nll_sum / max(1, tokens),
-            **scores,
-            "lr_encoder": lrs[0],
-            "lr_decoder": lrs[1],
-            "tokens_per_s": tokens / max(seconds, 1e-9),  # target tokens per second of training (eval excluded)
-            "peak_mem_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "start_from": state.start_from,
-            "start_step": state.start_step,
-        }
-        report(metrics, lambda directory: save_state(state, cfg, Path(directory), trial_id))
-        nll_sum, tokens, seconds = 0.0, 0, 0.0
+            write_translations(translations_dir, hypotheses, references)
+        report(meter.metrics(state, scores), lambda directory: save_state(state, cfg, Path(directory), trial_id))
+        meter = Meter(lrs=meter.lrs)
 
 
 def _trial_id() -> str | None:
@@ -360,7 +378,7 @@ def finetune(config: dict) -> None:
     Tune it prints the metrics and writes the checkpoints under ``settings.output_dir``.
 
     Example:
-        >>> finetune({"model": {"arch": "bart"}, "data": {"corpus": "bible-en-es"}, "settings": {"max_steps": 100}})
+        >>> finetune({"model": {"arch": "bart"}, "data": {"corpus": "bible-en-es"}, "settings": {"max_steps": 100}})  # doctest: +SKIP
     """
     use_trial_cpus()
     from transformers.utils import logging as hf_logging

@@ -9,7 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any
 
+from search.checks import is_int, is_number
 from search.errors import SpecError
+from search.sections import SECTIONS, searched
 
 HPARAM_DEFAULTS: dict[str, Any] = {
     "learning_rate": 1e-3,  # base LR of both groups; suits small models from scratch (pretrained ones: ~5e-5)
@@ -36,7 +38,6 @@ SETTING_DEFAULTS: dict[str, Any] = {
     "cache_dir": "./runs/.cache",  # trained tokenizers shared by trials (the runner sets an absolute path)
     "output_dir": "./runs/finetune",  # checkpoints when called outside Tune (Tune stores them itself)
 }
-_FIXED_KEYS = {"model", "data", "settings"}
 
 
 @dataclass(frozen=True)
@@ -67,11 +68,11 @@ class FinetuneConfig:
 
     def hparams(self) -> dict[str, Any]:
         """The searched hyperparameters (no model, data or settings)."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _FIXED_KEYS}
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in SECTIONS}
 
 
 def _check_number(file: str, key: str, value: Any, low: float, integer: bool, positive: bool) -> None:
-    wrong_type = isinstance(value, bool) or not isinstance(value, int if integer else int | float)
+    wrong_type = not (is_int(value) if integer else is_number(value))
     if wrong_type or value < low or (positive and value == low):
         kind = "an integer" if integer else "a number"
         rule = f"> {low}" if positive else f">= {low}"
@@ -84,9 +85,9 @@ def resolve_config(config: dict, file: str = "<config>") -> FinetuneConfig:
     Raises:
         SpecError: for an unknown key, or a value of the wrong type or range.
     """
-    unknown = sorted(set(config) - set(HPARAM_DEFAULTS) - _FIXED_KEYS)
+    unknown = sorted(set(searched(config)) - set(HPARAM_DEFAULTS))
     if unknown:
-        valid = ", ".join([*HPARAM_DEFAULTS, *sorted(_FIXED_KEYS)])
+        valid = ", ".join([*HPARAM_DEFAULTS, *sorted(SECTIONS)])
         raise SpecError(file, unknown[0], f"unknown finetune parameter; valid ones are {valid}")
     settings = dict(config.get("settings") or {})
     unknown = sorted(set(settings) - set(SETTING_DEFAULTS))
@@ -95,7 +96,7 @@ def resolve_config(config: dict, file: str = "<config>") -> FinetuneConfig:
             file, f"settings.{unknown[0]}", f"unknown setting; valid ones are {', '.join(SETTING_DEFAULTS)}"
         )
     settings = {**SETTING_DEFAULTS, **{k: v for k, v in settings.items() if v is not None or k == "train_size"}}
-    hp = {**HPARAM_DEFAULTS, **{k: v for k, v in config.items() if k not in _FIXED_KEYS}}
+    hp = {**HPARAM_DEFAULTS, **searched(config)}
     for key in ("max_steps", "eval_every", "eval_size", "num_beams", "max_new_tokens", "eval_batch_size", "max_length"):
         _check_number(file, f"settings.{key}", settings[key], 0, integer=True, positive=True)
     if settings["train_size"] is not None:
@@ -119,9 +120,9 @@ def resolve_config(config: dict, file: str = "<config>") -> FinetuneConfig:
     return FinetuneConfig(model=config["model"], data=dict(config.get("data") or {}), settings=settings, **hp)
 
 
-def check(config: dict, searched: list[str], file: str) -> None:
+def check(config: dict, searched_names: list[str], file: str) -> None:
     """Before a sweep: every searched name is a finetune hyperparameter, and the settings and constants are valid."""
-    for name in searched:
+    for name in searched_names:
         if name not in HPARAM_DEFAULTS:
             valid = ", ".join(HPARAM_DEFAULTS)
             raise SpecError(file, f"parameters.{name}", f"unknown finetune parameter; valid ones are {valid}")

@@ -9,13 +9,13 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
 
 from search.errors import UserError
-from search.results import Ranking, Row, rank, trial_params
+from search.report.ranking import Ranking, Row, rank, trial_params
+from search.rundir import load_saved_spec, read_history
 from search.spec import Spec
 
 
@@ -29,10 +29,7 @@ def _pyplot():
 
 
 def _history(row: Row) -> list[dict]:
-    path = Path(row.path or "") / "result.json"
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return read_history(Path(row.path or ""))
 
 
 def _label(value: Any) -> str:
@@ -178,8 +175,6 @@ def plot(run_dir: str | Path, out_dir: str | Path | None = None, *, scope: str =
         >>> plot("runs/decode_seed_grid")  # doctest: +SKIP
         [PosixPath('runs/decode_seed_grid/plots/heatmap.png')]
     """
-    from search.runner import load_saved_spec
-
     run_dir = Path(run_dir).resolve()
     spec = load_saved_spec(run_dir)
     ranking = rank(run_dir, scope=scope, bootstrap=0)

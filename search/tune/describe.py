@@ -6,12 +6,13 @@ from typing import Any
 
 import yaml
 
+from search.sections import SECTIONS
 from search.spec import Spec
+from search.tune.registry import SCHEDULERS, SEARCH_ALGORITHMS, num_samples
+from search.tune.space import describe, grid_size, param_space
 
 
 def _space_lines(tree: Any, indent: int = 2) -> list[str]:
-    from search.space import describe
-
     lines = []
     for k, v in tree.items():
         if isinstance(v, dict) and "grid_search" not in v:
@@ -23,10 +24,6 @@ def _space_lines(tree: Any, indent: int = 2) -> list[str]:
 
 
 def describe_spec(spec: Spec) -> str:
-    from search.algorithms import SCHEDULERS, SEARCH_ALGORITHMS
-    from search.runner import num_samples
-    from search.space import grid_size, param_space
-
     out = [f"{spec.file}: valid", f"name: {spec.name}", f"metric: {spec.metric.name} ({spec.metric.mode})"]
     alg = SEARCH_ALGORITHMS[spec.method].rpartition(":")[2]
     if spec.method == "grid":
@@ -35,7 +32,7 @@ def describe_spec(spec: Spec) -> str:
         out.append(f"search: {spec.method} via {alg}, num_samples={num_samples(spec)}, seed={spec.seed}")
     if spec.max_concurrent:
         out.append(f"max_concurrent: {spec.max_concurrent}")
-    sched = SCHEDULERS[spec.scheduler.type].rpartition(":")[2]
+    sched = SCHEDULERS[spec.scheduler.type].target.rpartition(":")[2]
     opts = ", ".join(f"{k}={v}" for k, v in spec.scheduler.options.items())
     out.append(f"scheduler: {spec.scheduler.type} -> {sched}({opts})")
     out.append(f"trainable: {spec.trainable or '(none: give one with --set trainable=NAME to run)'}")
@@ -44,22 +41,15 @@ def describe_spec(spec: Spec) -> str:
     out += _space_lines(param_space(spec.parameters, spec.method))
     if spec.method == "bayes":
         out.append("hyperopt space (HyperOptSearch, TPE):")
-        for p in spec.parameters:
-            if not p.is_constant:
-                out.append(f"  {p.name}: {p.distribution} {_bounds(p)}")
+        out += [f"  {p.name}: {p.dist.describe()}" for p in spec.searched]
     for p in spec.parameters:
         if p.when:
             conds = " and ".join(f"{'.'.join(path)} in {list(vals)}" for path, vals in p.when)
             out.append(f"condition: {p.name} only when {conds}")
-    for section in ("model", "data", "settings"):
+    for section in SECTIONS:
         value = getattr(spec, section)
         if value:
             out.append(f"{section}: " + yaml.safe_dump(value, default_flow_style=True, sort_keys=False).strip())
     if spec.extra:
         out.append("kept W&B keys: " + ", ".join(spec.extra))
     return "\n".join(out)
-
-
-def _bounds(p: Any) -> str:
-    fields = ("values", "probabilities", "min", "max", "q", "mu", "sigma")
-    return " ".join(f"{f}={getattr(p, f)!r}" for f in fields if getattr(p, f) not in (None, ()))

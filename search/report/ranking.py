@@ -1,6 +1,7 @@
-"""A run directory -> ranked rows -> a table (terminal, Markdown, CSV, JSON).
+"""A run directory -> ranked rows, with sacreBLEU's paired bootstrap marking the rows tied with the best.
 
-Rows come from Ray's ``ExperimentAnalysis`` over the run directory, so finished, partial and interrupted runs rank alike.
+Rows come from the run directory as ``search.rundir`` reads it (no Ray), so finished, partial and interrupted runs
+rank alike.
 A row shows the metric first, then the searched parameters (``bleu | num_beams | length_penalty | early_stopping``), then
 the extra columns, and always ``trial_id``, ``status`` and ``training_iteration``. Trials that an early-stopping
 scheduler cut (``STOPPED``), trials without the metric (pending) and errored trials come after the ranked ones, in that
@@ -13,23 +14,18 @@ test of the top rows against the best on the translations that trainables leave 
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from search.errors import UserError
 from search.metrics import BOOTSTRAP_METRICS, DEFAULT_ALPHA, DEFAULT_RESAMPLES, paired_bootstrap
-from search.spec import Spec
+from search.rundir import Run, Trial, read_lines, read_run
+from search.spec import Spec, trial_config
+from search.trainables.outputs import HYPOTHESES_FILE, REFERENCES_FILE
 
 SCOPES = ("last", "best", "avg")
-FORMATS = ("table", "md", "csv", "json")
-HYPOTHESES_FILE = "hypotheses.txt"
-REFERENCES_FILE = "references.txt"
-EARLY_STOPPING = ("asha", "hyperband", "median")  # schedulers that cut trials short
 BOOTSTRAP_TOP = 10  # rows tested against the best; each test resamples the whole dev set n times
 
 
@@ -86,19 +82,19 @@ def trial_params(config: dict, spec: Spec, constants: bool = False) -> dict[str,
 
     With ``constants``, parameters fixed with ``value:`` are included too (everything the trial ran with).
     """
-    from search.space import trial_config
-
     flat = flatten(trial_config(config, spec.parameters))
     return {p.name: flat[p.name] for p in spec.parameters if (constants or not p.is_constant) and p.name in flat}
 
 
-def _scoped(history: Any, last: dict, metric: str, mode: str, scope: str) -> float | None:
-    values = []
-    if history is not None and metric in getattr(history, "columns", ()):
-        values = [float(v) for v in history[metric].tolist() if isinstance(v, int | float) and not math.isnan(v)]
+def _finite(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and not math.isnan(v)
+
+
+def _scoped(history: list[dict], last: dict, metric: str, mode: str, scope: str) -> float | None:
+    values = [float(r[metric]) for r in history if _finite(r.get(metric))]
     if not values:
         v = last.get(metric)
-        values = [float(v)] if isinstance(v, int | float) and not math.isnan(v) else []
+        values = [float(v)] if _finite(v) else []
     if not values:
         return None
     if scope == "last":
@@ -108,21 +104,9 @@ def _scoped(history: Any, last: dict, metric: str, mode: str, scope: str) -> flo
     return sum(values) / len(values)
 
 
-def _error_line(trial: Any) -> str | None:
-    path = Path(getattr(trial, "path", None) or "") / "error.txt"
-    if path.is_file():
-        lines = [ln for ln in path.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()]
-        return lines[-1][:200] if lines else "error"
-    return "error" if trial.status == "ERROR" else None
-
-
-def _signature(analysis: Any, metric: str) -> tuple[str | None, tuple[str, ...]]:
+def _signature(trials: list[Trial], metric: str) -> tuple[str | None, tuple[str, ...]]:
     """The one signature of ``metric`` over all trials, or None and a note when they differ."""
-    found = {
-        str(t.last_result[f"{metric}_signature"])
-        for t in analysis.trials
-        if (t.last_result or {}).get(f"{metric}_signature")
-    }
+    found = {str(t.last_result[f"{metric}_signature"]) for t in trials if t.last_result.get(f"{metric}_signature")}
     if len(found) == 1:
         return found.pop(), ()
     if found:
@@ -130,20 +114,14 @@ def _signature(analysis: Any, metric: str) -> tuple[str | None, tuple[str, ...]]
     return None, ()
 
 
-def _stopped(rows: list[Row], spec: Spec) -> list[Row]:
+def _stopped(rows: list[Row], cuts_trials: bool) -> list[Row]:
     """Mark trials that an early-stopping scheduler cut before the longest trial's last iteration as STOPPED."""
-    if spec.scheduler.type not in EARLY_STOPPING or not rows:
+    if not cuts_trials or not rows:
         return rows
     longest = max(r.training_iteration for r in rows)
     return [
         replace(r, status="STOPPED") if r.status == "TERMINATED" and r.training_iteration < longest else r for r in rows
     ]
-
-
-def _read_lines(path: Path) -> list[str] | None:
-    if not path.is_file():
-        return None
-    return path.read_text(encoding="utf-8").split("\n")[:-1] if path.stat().st_size else []
 
 
 def mark_ties(
@@ -158,15 +136,15 @@ def mark_ties(
     if n_samples <= 0 or ranking.metric not in BOOTSTRAP_METRICS or ranking.best is None:
         return ranking
     best = ranking.best
-    best_hyps = _read_lines(Path(best.path or "") / HYPOTHESES_FILE)
-    refs = _read_lines(Path(best.path or "") / REFERENCES_FILE)
+    best_hyps = read_lines(Path(best.path or "") / HYPOTHESES_FILE)
+    refs = read_lines(Path(best.path or "") / REFERENCES_FILE)
     if best_hyps is None or refs is None or len(best_hyps) != len(refs) or not refs:
         note = f"no paired bootstrap: the best trial left no {HYPOTHESES_FILE} and {REFERENCES_FILE} of equal length"
         return replace(ranking, notes=(*ranking.notes, note))
     systems, skipped = {}, []
     for row in ranking.ranked[1:top]:
-        hyps = _read_lines(Path(row.path or "") / HYPOTHESES_FILE)
-        if hyps is None or len(hyps) != len(refs) or _read_lines(Path(row.path or "") / REFERENCES_FILE) != refs:
+        hyps = read_lines(Path(row.path or "") / HYPOTHESES_FILE)
+        if hyps is None or len(hyps) != len(refs) or read_lines(Path(row.path or "") / REFERENCES_FILE) != refs:
             skipped.append(row.trial_id)
         else:
             systems[row.trial_id] = hyps
@@ -221,52 +199,43 @@ def rank(
         >>> ranking = rank("runs/beam_seed_grid", scope="last")  # doctest: +SKIP
         >>> print(format_ranking(ranking, "md"))  # doctest: +SKIP
     """
-    from ray.tune import ExperimentAnalysis
-
-    from search.runner import load_saved_spec
-
-    run_dir = Path(run_dir).resolve()
-    spec = load_saved_spec(run_dir)
-    metric = metric or spec.metric.name
-    mode = mode or spec.metric.mode
+    run = read_run(run_dir)
+    metric = metric or run.spec.metric.name
+    mode = mode or run.spec.metric.mode
     if mode not in ("max", "min"):
         raise UserError(f"--mode: must be max or min, got {mode!r}")
     if scope not in SCOPES:
         raise UserError(f"--scope: must be one of {', '.join(SCOPES)}, got {scope!r}")
-    if not (run_dir / "experiment_state.json").exists() and not any(run_dir.glob("experiment_state-*.json")):
-        raise UserError(f"{run_dir}: no trials recorded yet (no experiment_state*.json); has the sweep started?")
-    analysis = ExperimentAnalysis(str(run_dir))
-    frames = analysis.trial_dataframes
-    columns = tuple(c for c in (columns if columns is not None else spec.columns) if not c.endswith("_signature"))
-    signature, notes = _signature(analysis, metric)
-    rows = []
-    for t in analysis.trials:
-        last = t.last_result or {}
-        history = frames.get(t.path) if hasattr(t, "path") else None
-        rows.append(
-            Row(
-                trial_id=t.trial_id,
-                status=t.status,
-                training_iteration=int(last.get("training_iteration", 0) or 0),
-                value=_scoped(history, last, metric, mode, scope),
-                params=trial_params(t.config, spec),
-                columns={c: last.get(c) for c in columns},
-                error=_error_line(t) if t.status == "ERROR" else None,
-                path=str(t.path) if getattr(t, "path", None) else None,
-                tag=str(t.experiment_tag).split("@perturbed")[0] if getattr(t, "experiment_tag", None) else None,
-            )
-        )
+    columns = tuple(c for c in (columns if columns is not None else run.spec.columns) if not c.endswith("_signature"))
+    trials = run.trials()
+    signature, notes = _signature(trials, metric)
     ranking = Ranking(
         metric=metric,
         mode=mode,
         scope=scope,
-        params=tuple(p.name for p in spec.parameters if not p.is_constant),
+        params=tuple(p.name for p in run.spec.searched),
         columns=columns,
-        rows=order_rows(_stopped(rows, spec), mode, top),
+        rows=order_rows(
+            _stopped([_row(t, run, metric, mode, scope, columns) for t in trials], run.cuts_trials), mode, top
+        ),
         notes=notes,
         signature=signature,
     )
     return mark_ties(ranking, n_samples=bootstrap, alpha=alpha)
+
+
+def _row(t: Trial, run: Run, metric: str, mode: str, scope: str, columns: tuple[str, ...]) -> Row:
+    return Row(
+        trial_id=t.trial_id,
+        status=t.status,
+        training_iteration=int(t.last_result.get("training_iteration", 0) or 0),
+        value=_scoped(t.history(), t.last_result, metric, mode, scope),
+        params=trial_params(t.config, run.spec),
+        columns={c: t.last_result.get(c) for c in columns},
+        error=t.error_line() if t.status == "ERROR" else None,
+        path=str(t.path),
+        tag=t.tag or None,
+    )
 
 
 def combine(parts: dict[str, Ranking], key: str) -> Ranking:
@@ -296,73 +265,3 @@ def order_rows(rows: list[Row], mode: str, top: int | None = None) -> tuple[Row,
     unranked = [r for r in rows if r.value is None and r.status != "ERROR"]
     errored = [r for r in rows if r.status == "ERROR"]
     return tuple((ranked[:top] if top is not None else ranked) + stopped + unranked + errored)
-
-
-def _cell(v: Any) -> str:
-    if v is None:
-        return ""
-    if isinstance(v, float):
-        return f"{v:.4g}" if abs(v) < 1e-3 and v != 0 else f"{v:.4f}".rstrip("0").rstrip(".")
-    return str(v)
-
-
-def _mark(row: Row) -> str:
-    if row.tied is None:
-        return ""
-    if row.p_value is None:
-        return "best"
-    return f"{'≈' if row.tied else '<'} p={row.p_value:.3g}"
-
-
-def _header(r: Ranking, machine: bool = False) -> list[str]:
-    test = (["p_value", "tied"] if machine else ["vs best"]) if r.bootstrap else []
-    return [r.metric, *test, *r.params, *r.columns, "trial_id", "status", "training_iteration"]
-
-
-def _cells(r: Ranking, row: Row, machine: bool = False) -> list[Any]:
-    value = row.value if row.status != "ERROR" else None
-    test = ([row.p_value, row.tied] if machine else [_mark(row)]) if r.bootstrap else []
-    tail = [row.trial_id, row.status + (f": {row.error}" if row.error else ""), row.training_iteration]
-    return [value, *test, *(row.params.get(p) for p in r.params), *(row.columns.get(c) for c in r.columns), *tail]
-
-
-def title(r: Ranking) -> str:
-    """``Ranked by bleu (max, scope=last)``, with the sacreBLEU signature when there is one."""
-    text = f"Ranked by {r.metric} ({r.mode}, scope={r.scope})"
-    return text + (f"; {r.metric} signature: {r.signature}" if r.signature else "")
-
-
-def format_ranking(r: Ranking, fmt: str = "table") -> str:
-    """Render a ranking in one of :data:`FORMATS`: ``table`` (rich), ``md`` (a model card's), ``csv`` or ``json``."""
-    if fmt not in FORMATS:
-        raise UserError(f"--format: must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    notes = [n for n in (r.bootstrap, *r.notes) if n]
-    if fmt == "json":
-        head = {"metric": r.metric, "mode": r.mode, "scope": r.scope, "signature": r.signature}
-        rows = [asdict(row) for row in r.rows]
-        return json.dumps(
-            {**head, "bootstrap": r.bootstrap, "notes": list(r.notes), "rows": rows}, indent=2, default=str
-        )
-    if fmt == "csv":
-        buf = io.StringIO()
-        writer = csv.writer(buf)
-        writer.writerow(_header(r, machine=True))
-        for row in r.rows:
-            writer.writerow(["" if c is None else c for c in _cells(r, row, machine=True)])
-        return buf.getvalue()
-    header = _header(r)
-    if fmt == "md":
-        lines = [title(r), "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        lines += ["| " + " | ".join(_cell(c).replace("|", "\\|") for c in _cells(r, row)) + " |" for row in r.rows]
-        return "\n".join(lines + ([""] + notes if notes else []))
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=title(r), caption="\n".join(notes) or None)
-    for h in header:
-        table.add_column(h, justify="right" if h in (r.metric, "training_iteration") else "left")
-    for row in r.rows:
-        table.add_row(*(_cell(c) for c in _cells(r, row)))
-    buf = io.StringIO()
-    Console(file=buf, width=max(100, 14 * len(header)), force_terminal=False).print(table)
-    return buf.getvalue()

@@ -15,11 +15,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from search.files import atomic_write
 
 # Bump when the entry format or the way hypotheses are produced changes, so old entries are not reused.
 FORMAT = 1
@@ -72,14 +72,7 @@ class DecodeCache:
 
     def put(self, config_key: str, entry: dict) -> None:
         """Write an entry atomically (temporary file in the same directory, then rename)."""
-        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".tmp-", suffix=".json")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(entry, handle)
-            os.replace(tmp, self.path(config_key))
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
+        atomic_write(self.path(config_key), json.dumps(entry))
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:

@@ -16,6 +16,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from search.files import atomic_write
+
 MODEL_SUBDIR = "model"
 STATE_FILE = "training_state.pt"
 HPARAMS_FILE = "hparams.json"
@@ -41,7 +43,7 @@ def save_checkpoint(directory: str | Path, model, tokenizer, state: dict[str, An
     model.save_pretrained(directory / MODEL_SUBDIR)
     tokenizer.save_pretrained(directory / MODEL_SUBDIR)
     torch.save(state, directory / STATE_FILE)
-    (directory / HPARAMS_FILE).write_text(json.dumps(hparams, indent=2, sort_keys=True, default=str) + "\n")
+    atomic_write(directory / HPARAMS_FILE, json.dumps(hparams, indent=2, sort_keys=True, default=str) + "\n")
     return directory
 
 

@@ -1,27 +1,25 @@
 """A validated spec -> ``ray.tune.Tuner(...).fit()`` -> ``ResultGrid``; and ``Tuner.restore`` for interrupted sweeps.
 
 Nothing is written before the whole spec, its trainable, model and data sections have been checked. The merged spec is
-saved as ``search_spec.yaml`` in the run directory, so that ``resume``, ``rank`` and ``export`` know what was searched.
+saved in the run directory (``search.rundir``), so that ``resume``, ``rank`` and ``export`` know what was searched.
 """
 
 from __future__ import annotations
 
 import os
 import random
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from search.errors import SpecError
-from search.params import Param
-from search.spec import Spec, validate
+from search.rundir import load_saved_spec, save_spec, unique_run_dir
+from search.spec import Param, Spec, trial_config
+from search.spec.params import put_nested
+from search.trainables.common import use_trial_cpus
+from search.tune.registry import SCHEDULERS, build_scheduler, build_search_alg, check_spec, num_samples
 
-SPEC_FILE = "search_spec.yaml"
-RESERVED = ("model", "data", "settings")
 DATA_NON_PATH_KEYS = ("corpus", "format", "source_field", "target_field", "split", "name", "delimiter", "limit")
 
 
@@ -61,14 +59,10 @@ def resolved_sections(spec: Spec, cache_dir: Path) -> dict:
 
 def preflight(spec: Spec, sections: dict) -> None:
     """Checks that need more than the YAML: a trainable to run, a usable model and data for the built-in trainables."""
-    from search.space import put_nested
     from search.trainables import TRAINABLES, load_hook
 
     if not spec.trainable:
         raise SpecError(spec.file, "trainable", "missing; running needs one, e.g. --set trainable=finetune")
-    for p in spec.parameters:
-        if p.path[0] in RESERVED:
-            raise SpecError(spec.file, f"parameters.{p.name}", f"{p.path[0]!r} is a section name; rename the parameter")
     if spec.wandb.get("mode") == "online" and not os.environ.get("WANDB_API_KEY") and not _wandb_logged_in():
         raise SpecError(spec.file, "wandb.mode", "online needs a W&B login; run `wandb login`, or use mode: offline")
     if spec.trainable not in TRAINABLES:
@@ -86,8 +80,8 @@ def preflight(spec: Spec, sections: dict) -> None:
         constants: dict = {}
         for p in spec.parameters:
             if p.is_constant:
-                put_nested(constants, p.path, p.value)
-        searched = [p.name for p in spec.parameters if not p.is_constant]
+                put_nested(constants, p.path, p.dist.value)
+        searched = [p.name for p in spec.searched]
         check({**constants, **sections, "settings": dict(spec.settings)}, searched, spec.file)
 
 
@@ -102,14 +96,9 @@ def _wandb_logged_in() -> bool:
 
 def _make_trial_fn(fn: Callable, params: tuple[Param, ...]) -> Callable:
     """Wrap a trainable: merge a conditional grid's combination, drop switched-off parameters, set threads."""
-    from search.space import trial_config
-    from search.trainables.common import trial_cpus
 
     def trial(config: dict) -> Any:
-        cpus = trial_cpus()
-        os.environ["OMP_NUM_THREADS"] = str(cpus)
-        if "torch" in sys.modules:
-            sys.modules["torch"].set_num_threads(cpus)
+        use_trial_cpus()
         return fn(trial_config(config, params))
 
     trial.__name__ = getattr(fn, "__name__", "trial")
@@ -117,20 +106,12 @@ def _make_trial_fn(fn: Callable, params: tuple[Param, ...]) -> Callable:
     return trial
 
 
-def unique_run_dir(storage: Path, name: str) -> Path:
-    """``storage/name``, or ``storage/name-2``, ``-3``... so that no earlier run is ever mixed into a new one."""
-    candidate, n = storage / name, 1
-    while candidate.exists():
-        n += 1
-        candidate = storage / f"{name}-{n}"
-    return candidate
-
-
 def plan(spec: Spec, *, storage: str | None = None, name: str | None = None, run_dir: Path | None = None) -> Plan:
     """Build the Tuner's inputs; raises SpecError/DataError before anything is written."""
-    from search.space import candidates, param_space
     from search.trainables import load_function, load_hook
+    from search.tune.space import candidates, param_space
 
+    check_spec(spec)
     storage_path = Path(storage or spec.storage).expanduser().resolve()
     sections = resolved_sections(spec, storage_path / ".cache")
     preflight(spec, sections)
@@ -160,7 +141,7 @@ def _init_ray(address: str | None) -> None:
 
 
 def _callbacks(spec: Spec, run_dir: Path, progress: bool) -> list:
-    from search.progress import ProgressCallback
+    from search.tune.progress import ProgressCallback
 
     callbacks: list = [ProgressCallback(spec.metric.name, spec.metric.mode)] if progress else []
     mode = spec.wandb.get("mode", "disabled" if not spec.wandb else "offline")
@@ -199,27 +180,10 @@ def _run_config(spec: Spec, run_dir: Path, progress: bool) -> Any:
     )
 
 
-def save_spec(spec: Spec, run_dir: Path) -> None:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    record = {"file": str(Path(spec.file).resolve()), "spec": dict(spec.raw)}
-    tmp = run_dir / (SPEC_FILE + ".tmp")
-    tmp.write_text(yaml.safe_dump(record, sort_keys=False), encoding="utf-8")
-    tmp.replace(run_dir / SPEC_FILE)
+def _with_resources(p: Plan) -> Any:
+    from ray import tune
 
-
-def load_saved_spec(run_dir: str | Path) -> Spec:
-    """The spec a run was started with (as saved in its run directory)."""
-    path = Path(run_dir) / SPEC_FILE
-    if not path.is_file():
-        raise SpecError(str(run_dir), "", f"not a run directory of ours: {SPEC_FILE} is missing")
-    record = yaml.safe_load(path.read_text(encoding="utf-8"))
-    return validate(record["spec"], record["file"])
-
-
-def num_samples(spec: Spec) -> int:
-    if spec.method == "grid":
-        return 1  # grid_search enumerates the combinations itself
-    return spec.run_cap or 10
+    return tune.with_resources(p.trial_fn, {"cpu": p.spec.resources.cpu, "gpu": p.spec.resources.gpu})
 
 
 def run(
@@ -238,17 +202,14 @@ def run(
     """
     from ray import tune
 
-    from search.algorithms import build_scheduler, build_search_alg
-
     p = plan(spec, storage=storage, name=name)
     scheduler, search_alg = build_scheduler(spec), build_search_alg(spec)
     if spec.seed is not None:
         random.seed(spec.seed)  # PBT's explore/exploit draws from Python's random
     _init_ray(address)
-    save_spec(spec, p.run_dir)
-    resources = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
+    save_spec(spec, p.run_dir, cuts_trials=SCHEDULERS[spec.scheduler.type].cuts_trials)
     tuner = tune.Tuner(
-        tune.with_resources(p.trial_fn, resources),
+        _with_resources(p),
         param_space=p.param_space,
         tune_config=tune.TuneConfig(
             search_alg=search_alg,
@@ -274,10 +235,9 @@ def resume(run_dir: str | Path, *, address: str | None = None) -> tuple[Any, Pat
         raise SpecError(str(run_dir), "", "the sweep never started (no tuner.pkl); start it again with `search run`")
     p = plan(spec, storage=str(run_dir.parent), run_dir=run_dir)
     _init_ray(address)
-    resources = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
     tuner = tune.Tuner.restore(
         str(run_dir),
-        trainable=tune.with_resources(p.trial_fn, resources),
+        trainable=_with_resources(p),
         param_space=p.param_space,
         resume_unfinished=True,
         resume_errored=False,

@@ -64,7 +64,18 @@ def helpers_available(model: Any) -> bool:
     return all(callable(getattr(type(model), name, None)) for name in HELPERS)
 
 
-def resolve(model: Any, config: dict, shared: dict) -> tuple[str, tuple, dict] | None:
+def stopping_rule(length_penalty: float, early_stopping: Any) -> Any:
+    """``early_stopping`` as the helpers act on it: ``"never"`` is ``False`` when ``length_penalty <= 0`` (they only
+    test ``early_stopping is True`` and ``== "never" and length_penalty > 0``).
+
+    Example:
+        >>> stopping_rule(0.0, "never"), stopping_rule(1.0, "never"), stopping_rule(-1.0, True)
+        (False, 'never', True)
+    """
+    return False if early_stopping == "never" and not length_penalty > 0.0 else early_stopping
+
+
+def decoding_kind(model: Any, config: dict, shared: dict) -> tuple[str, tuple, dict] | None:
     """How a config is decoded: ``("beam" | "greedy", pass_key, replay_args)``, or None for plain ``generate()``.
 
     Configs with equal ``pass_key`` share one pass. ``replay_args`` holds the resolved ``length_penalty``,
@@ -110,8 +121,17 @@ def decode_configs(model: Any, batch_inputs: dict, configs: list[dict], shared: 
         One ``Decoded`` per config, in order.
 
     Example:
-        >>> outs = decode_configs(model, tokenizer(["hola"], return_tensors="pt"),
-        ...                       [{"num_beams": 4, "length_penalty": lp} for lp in (0.6, 1.0)], {"max_new_tokens": 20})
+        >>> import tempfile
+        >>> from search.models import build_model
+        >>> _ = torch.manual_seed(0)
+        >>> sizes = {"arch": "bart", "d_model": 32, "layers": 1, "heads": 2, "ffn": 64, "vocab_size": 300}
+        >>> model, tokenizer = build_model(sizes, lambda: ["hola mundo", "hello world"], cache_dir=tempfile.mkdtemp())
+        >>> batch = tokenizer(["hola", "hello world"], return_tensors="pt", padding=True)
+        >>> shared = {"max_new_tokens": 6, "max_length": None}
+        >>> configs = [{"num_beams": 4, "length_penalty": lp, "early_stopping": es} for lp in (0.6, 2.0) for es in (True, False)]
+        >>> outs = decode_configs(model.eval(), batch, configs, shared)
+        >>> all(torch.equal(out.sequences, model.generate(**batch, **shared, **config)) for out, config in zip(outs, configs))
+        True
     """
     shared = dict(shared or {})
     if not helpers_available(model):
@@ -122,23 +142,23 @@ def decode_configs(model: Any, batch_inputs: dict, configs: list[dict], shared: 
     results: list[Decoded | None] = [None] * len(configs)
     passes: dict[tuple, list[tuple[int, dict]]] = {}
     for i, config in enumerate(configs):
-        how = resolve(model, config, shared)
+        how = decoding_kind(model, config, shared)
         if how is None:
-            results[i] = _plain(model, batch_inputs, {**shared, **config})
+            results[i] = _generate(model, batch_inputs, {**shared, **config})
         else:
             passes.setdefault((how[0], *how[1]), []).append((i, how[2]))
     with torch.no_grad():
         for (kind, *_), members in passes.items():
             first = {**shared, **configs[members[0][0]]}
             if kind == "greedy":
-                out = _plain(model, batch_inputs, first)
+                out = _generate(model, batch_inputs, first)
                 for i, _ in members:
                     results[i] = out
                 continue
             args = {k: v for k, v in first.items() if k not in REPLAYED}
             outs = run_pass(model, batch_inputs, args, int(_num_beams(model, first)), [r for _, r in members])
             for (i, _), out in zip(members, outs, strict=True):
-                results[i] = out if out is not None else _plain(model, batch_inputs, {**shared, **configs[i]})
+                results[i] = out if out is not None else _generate(model, batch_inputs, {**shared, **configs[i]})
     return results  # type: ignore[return-value]
 
 
@@ -146,7 +166,7 @@ def _num_beams(model: Any, args: dict) -> int:
     return model._prepare_generation_config(None, **args)[0].num_beams
 
 
-def _plain(model: Any, batch_inputs: dict, args: dict) -> Decoded:
+def _generate(model: Any, batch_inputs: dict, args: dict) -> Decoded:
     with torch.no_grad():
         out = model.generate(**batch_inputs, **args)
     return Decoded(out.sequences if hasattr(out, "sequences") else out)
@@ -156,7 +176,7 @@ def run_pass(model: Any, batch_inputs: dict, args: dict, num_beams: int, replays
     """One beam pass of ``generate(**batch_inputs, **args, num_beams=num_beams)`` replayed for each of ``replays``.
 
     Args:
-        replays: ``{"length_penalty", "early_stopping", "num_return_sequences"}`` per config (``resolve`` gives them).
+        replays: ``{"length_penalty", "early_stopping", "num_return_sequences"}`` per config (``decoding_kind`` gives them).
 
     Returns:
         One ``Decoded`` per replay, or None where the result needs a plain ``generate()`` (see the module docstring).
@@ -221,13 +241,11 @@ class _Tracker:
 
     def __init__(self, model: Any, replays: list[dict]):
         self.model, self.cls = model, type(model)
-        # Configs that only differ in num_return_sequences share one replay; False and "never" are the same
-        # for length_penalty <= 0 (the helpers only test `early_stopping is True` and `== "never" and lp > 0`).
+        # Configs that only differ in num_return_sequences share one replay, as do those stopping_rule equates.
         self.unique: list[tuple[float, Any]] = []
         self.of_config: list[int] = []
         for r in replays:
-            es = False if r["early_stopping"] == "never" and not r["length_penalty"] > 0.0 else r["early_stopping"]
-            key = (r["length_penalty"], es)
+            key = (r["length_penalty"], stopping_rule(r["length_penalty"], r["early_stopping"]))
             if key not in self.unique:
                 self.unique.append(key)
             self.of_config.append(self.unique.index(key))

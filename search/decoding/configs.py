@@ -1,0 +1,100 @@
+"""Decoding configs: which ``generate()`` configs decode alike, which a shared pass covers, and the fixed batches.
+
+Example:
+    >>> plan = plan_of({"num_beams": [4, 8], "length_penalty": (0.5, 1.5)})
+    >>> plan
+    {'grid': {'num_beams': [4, 8]}, 'continuous': ['length_penalty']}
+    >>> planned_configs(plan, {"num_beams": 4, "length_penalty": 0.7})
+    [{'num_beams': 4, 'length_penalty': 0.7}]
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from typing import Any
+
+from search.decoding.beam import decoding_kind, stopping_rule
+from search.decoding.cache import digest
+
+# A grid with more configs than this is not decoded ahead; each trial decodes its own config.
+MAX_PLANNED = 10_000
+# generate() arguments that are integers; hyperopt hands them over as floats.
+INTEGER_ARGS = ("num_beams", "num_return_sequences", "no_repeat_ngram_size", "top_k", "min_length")
+
+
+def plain_args(args: dict[str, Any]) -> dict[str, Any]:
+    """``generate()`` arguments as Python values: numpy scalars (hyperopt) as numbers, integral floats of integer
+    arguments as ints, an integer ``length_penalty`` as a float."""
+    out = {k: v.item() if hasattr(v, "item") and not isinstance(v, list | dict) else v for k, v in args.items()}
+    for key in INTEGER_ARGS:
+        if isinstance(out.get(key), float) and out[key].is_integer():
+            out[key] = int(out[key])
+    if isinstance(out.get("length_penalty"), int) and not isinstance(out["length_penalty"], bool):
+        out["length_penalty"] = float(out["length_penalty"])
+    return out
+
+
+def canonical(model: Any, args: dict, shared: dict) -> tuple[tuple, dict]:
+    """``(pass key, canonical config)``: configs with equal canonical configs decode to the same text.
+
+    Greedy decoding ignores ``length_penalty``/``early_stopping``; :func:`stopping_rule` equates ``"never"`` with
+    ``False`` when ``length_penalty <= 0``; the top hypothesis does not depend on ``num_return_sequences``.
+    """
+    how = decoding_kind(model, args, shared)
+    if how is None:
+        return ("plain", digest({**shared, **args})), dict(args)
+    kind, pass_key, replay = how
+    rest = {k: v for k, v in args.items() if k not in ("length_penalty", "early_stopping", "num_return_sequences")}
+    if kind == "greedy":
+        return (kind, *pass_key), {**rest, "num_beams": 1}
+    lp = replay["length_penalty"]
+    return (kind, *pass_key), {
+        **rest,
+        "length_penalty": lp,
+        "early_stopping": stopping_rule(lp, replay["early_stopping"]),
+    }
+
+
+def config_label(config: dict) -> str:
+    """A readable, sorted ``key=value`` label (the ``identical_to`` metric)."""
+    return " ".join(f"{k}={config[k]}" for k in sorted(config))
+
+
+def plan_of(candidates: dict) -> dict:
+    """The searched values a shared pass must cover: ``{"grid": {name: [values]}, "continuous": [names]}``.
+
+    Args:
+        candidates: each searched parameter's values (a list) or ``(low, high)`` range (continuous).
+    """
+    grid = {k: list(v) for k, v in candidates.items() if isinstance(v, list)}
+    return {"grid": grid, "continuous": sorted(k for k in candidates if k not in grid)}
+
+
+def planned_configs(plan: dict, own: dict) -> list[dict]:
+    """The searched configs of the plan's grid, or only ``own`` when a parameter is continuous or the grid is huge."""
+    grid = plan.get("grid") or {}
+    if plan.get("continuous") or not grid or math.prod(len(v) for v in grid.values()) > MAX_PLANNED:
+        return [own]
+    names = list(grid)
+    return [dict(zip(names, values, strict=True)) for values in itertools.product(*(grid[n] for n in names))]
+
+
+def source_batches(tokenizer, sources: list[str], batch_size: int, max_length: int) -> list[tuple[list[int], dict]]:
+    """Fixed batches: ``(indices, tokenized batch)`` with the sources sorted by length (stable).
+
+    Keep them fixed between a pass and any comparison: padding changes scores by ~1e-6.
+    """
+    lengths = [len(ids) for ids in tokenizer(sources, truncation=True, max_length=max_length)["input_ids"]]
+    order = sorted(range(len(sources)), key=lambda i: lengths[i])
+    batches = []
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        inputs = tokenizer(
+            [sources[i] for i in chunk], truncation=True, max_length=max_length, padding=True, return_tensors="pt"
+        )
+        batches.append((chunk, {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"]}))
+    return batches
+
+
+__all__ = ["MAX_PLANNED", "canonical", "config_label", "plain_args", "plan_of", "planned_configs", "source_batches"]

@@ -1,0 +1,184 @@
+"""The one reader and writer of run directories: the saved spec, the trials and the files they left.
+
+A run directory is Ray Tune's experiment directory with our spec beside it::
+
+    search_spec.yaml                 the merged spec the run started with, and facts the readers need
+    experiment_state-<time>.json     Ray's snapshot of every trial (status, config, last result); the newest counts
+    <trial dir>/result.json          one JSON line per report
+    <trial dir>/params.json          the config the trial started with
+    <trial dir>/error.txt            the traceback of an errored trial
+    <trial dir>/checkpoint_NNNNNN/   checkpoints Ray kept
+    <trial dir>/hypotheses.txt ...   files the trainable wrote (``search.trainables.common``)
+
+Reading needs neither Ray nor the user's trainable: the spec is validated as YAML only, and Ray's JSON is read as
+JSON (values Ray could only pickle are left out). So ``rank``, ``plot`` and ``export`` work on a copied run, on a
+machine without the trainable's file, and after the file has moved.
+
+Example:
+    >>> unique_run_dir(Path("/nonexistent/runs"), "sweep")
+    PosixPath('/nonexistent/runs/sweep')
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from search.errors import SpecError, UserError
+from search.files import atomic_write
+from search.spec import Spec, validate
+
+SPEC_FILE = "search_spec.yaml"
+STATE_PATTERN = "experiment_state-*.json"  # Ray's TuneController.CKPT_FILE_TMPL
+_PICKLED = object()  # stands for a value Ray could only pickle
+
+
+def unique_run_dir(storage: Path, name: str) -> Path:
+    """``storage/name``, or ``storage/name-2``, ``-3``... so that no earlier run is ever mixed into a new one."""
+    candidate, n = storage / name, 1
+    while candidate.exists():
+        n += 1
+        candidate = storage / f"{name}-{n}"
+    return candidate
+
+
+def save_spec(spec: Spec, run_dir: Path, *, cuts_trials: bool) -> None:
+    """Write ``search_spec.yaml``: the spec's file and merged mapping, and whether the scheduler cuts trials short."""
+    record = {"file": str(Path(spec.file).resolve()), "spec": dict(spec.raw), "cuts_trials": cuts_trials}
+    atomic_write(Path(run_dir) / SPEC_FILE, yaml.safe_dump(record, sort_keys=False))
+
+
+def _record(run_dir: Path) -> dict:
+    path = run_dir / SPEC_FILE
+    if not path.is_file():
+        raise SpecError(str(run_dir), "", f"not a run directory of ours: {SPEC_FILE} is missing")
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+def load_saved_spec(run_dir: str | Path) -> Spec:
+    """The spec a run was started with (as saved in its run directory), checked as YAML only."""
+    record = _record(Path(run_dir))
+    return validate(record["spec"], record["file"])
+
+
+def _without_pickles(value: Any) -> Any:
+    """A JSON object hook: Ray's ``CLOUDPICKLE_FALLBACK`` values become ``_PICKLED``."""
+    if isinstance(value, dict) and value.get("_type") == "CLOUDPICKLE_FALLBACK":
+        return _PICKLED
+    return value
+
+
+def _has_pickles(value: Any) -> bool:
+    if value is _PICKLED:
+        return True
+    if isinstance(value, dict):
+        return any(_has_pickles(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_pickles(v) for v in value)
+    return False
+
+
+def read_lines(path: Path) -> list[str] | None:
+    """A text file's lines (without their newlines), or None when it does not exist."""
+    if not path.is_file():
+        return None
+    return path.read_text(encoding="utf-8").split("\n")[:-1] if path.stat().st_size else []
+
+
+def read_history(trial_dir: Path) -> list[dict]:
+    """Every report of a trial, in order (its ``result.json``)."""
+    path = trial_dir / "result.json"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One trial as Ray's newest snapshot recorded it, and its directory."""
+
+    trial_id: str
+    status: str  # Ray's: PENDING, RUNNING, PAUSED, TERMINATED, ERROR
+    config: dict  # the config Tune gave it (the current one under PBT)
+    last_result: dict
+    path: Path
+    tag: str  # Ray's experiment tag as first given ("3_lr=0.001"), by which PBT's logs name trials
+
+    def history(self) -> list[dict]:
+        """Every report, in order (``result.json``)."""
+        return read_history(self.path)
+
+    def error_line(self) -> str | None:
+        """The last line of the trial's traceback, or None when it did not error."""
+        path = self.path / "error.txt"
+        if path.is_file():
+            lines = [ln for ln in path.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()]
+            return lines[-1][:200] if lines else "error"
+        return "error" if self.status == "ERROR" else None
+
+    def best_checkpoint(self, metric: str, mode: str) -> Path | None:
+        """The kept checkpoint directory whose report was best by ``metric`` (as Ray's ``get_best_checkpoint``)."""
+        reported: dict[str, Any] = {}
+        for result in self.history():
+            if result.get("checkpoint_dir_name"):
+                reported[result["checkpoint_dir_name"]] = result.get(metric)
+        kept = [
+            (self.path / name, float(value)) for name, value in reported.items()
+            if (self.path / name).is_dir() and isinstance(value, int | float) and not math.isnan(value)
+        ]  # fmt: skip
+        if not kept:
+            return None
+        sign = -1.0 if mode == "min" else 1.0
+        return max(kept, key=lambda item: sign * item[1])[0]
+
+
+def _trial(run_dir: Path, state: list) -> Trial:
+    info = json.loads(state[0], object_hook=_without_pickles)
+    meta = json.loads(state[1], object_hook=_without_pickles) if len(state) > 1 else {}
+    path = run_dir / info["relative_logdir"]
+    config = info.get("config")
+    if not isinstance(config, dict) or _has_pickles(config):
+        params = path / "params.json"
+        config = json.loads(params.read_text(encoding="utf-8")) if params.is_file() else {}
+    last = meta.get("last_result")
+    if not isinstance(last, dict):
+        history = read_history(path)
+        last = history[-1] if history else {}
+    tag = str(info.get("experiment_tag") or "").split("@perturbed")[0]
+    return Trial(info["trial_id"], str(info["status"]), config, last, path, tag)
+
+
+@dataclass(frozen=True)
+class Run:
+    """A run directory: its spec, what the runner recorded of it, and its trials."""
+
+    dir: Path
+    spec: Spec
+    cuts_trials: bool  # the scheduler stopped trials early (they rank as STOPPED, never as winners)
+
+    def trials(self) -> list[Trial]:
+        """Every trial in Ray's newest snapshot, in Ray's order."""
+        states = sorted(self.dir.glob(STATE_PATTERN))
+        if not states:
+            raise UserError(f"{self.dir}: no trials recorded yet (no experiment_state*.json); has the sweep started?")
+        snapshot = json.loads(states[-1].read_text(encoding="utf-8"))
+        return [_trial(self.dir, state) for state in snapshot["trial_data"]]
+
+    def trial(self, trial_id: str) -> Trial | None:
+        return next((t for t in self.trials() if t.trial_id == trial_id), None)
+
+
+def read_run(run_dir: str | Path) -> Run:
+    """The run in ``run_dir`` (a :class:`SpecError` when it is not one of ours)."""
+    run_dir = Path(run_dir).resolve()
+    record = _record(run_dir)
+    spec = validate(record["spec"], record["file"])
+    return Run(dir=run_dir, spec=spec, cuts_trials=bool(record.get("cuts_trials", False)))
+
+
+__all__ = ["SPEC_FILE", "Run", "Trial", "load_saved_spec", "read_lines", "read_run", "save_spec", "unique_run_dir"]

@@ -1,0 +1,151 @@
+"""Registries of search algorithms and schedulers, chosen by name, with their keyword arguments checked.
+
+Like Ray's ``SCHEDULER_IMPORT``, names map to classes; unlike Ray's ``trimmed_kwargs``, an unknown keyword is an error
+(a YAML typo must not vanish). ``metric`` and ``mode`` always come from the spec's ``metric``. Each scheduler carries
+what the rest of the flow must know of it: whether it cuts trials short, whether it restores trials from checkpoints.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from dataclasses import dataclass
+from typing import Any
+
+from search.checks import is_number
+from search.errors import SpecError
+from search.spec import Spec
+
+
+@dataclass(frozen=True)
+class SchedulerEntry:
+    target: str  # module:class
+    cuts_trials: bool = False  # stops trials early: the ranking lists them as STOPPED, never as winners
+    needs_checkpoints: bool = False  # restores trials from checkpoints, so the trainable must write them
+
+
+SEARCH_ALGORITHMS = {
+    "grid": "ray.tune.search.basic_variant:BasicVariantGenerator",
+    "random": "ray.tune.search.basic_variant:BasicVariantGenerator",
+    "bayes": "ray.tune.search.hyperopt:HyperOptSearch",  # hyperopt's TPE
+}
+SCHEDULERS = {
+    "fifo": SchedulerEntry("ray.tune.schedulers:FIFOScheduler"),
+    "asha": SchedulerEntry("ray.tune.schedulers:ASHAScheduler", cuts_trials=True),
+    "hyperband": SchedulerEntry("ray.tune.schedulers:HyperBandScheduler", cuts_trials=True),
+    "median": SchedulerEntry("ray.tune.schedulers:MedianStoppingRule", cuts_trials=True),
+    "pbt": SchedulerEntry("ray.tune.schedulers:PopulationBasedTraining", needs_checkpoints=True),
+}
+OWN_KEYS = ("metric", "mode")  # set from the spec's metric
+# Scheduler arguments with a lower bound, checked before Ray sees them.
+LOWER_BOUNDS = {"max_t": 1, "grace_period": 1, "reduction_factor": 1.0001, "brackets": 1, "perturbation_interval": 1}
+
+
+def _load(target: str) -> Any:
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def scheduler_class(name: str) -> type:
+    return _load(SCHEDULERS[name].target)
+
+
+def validate_scheduler(spec: Spec) -> None:
+    """Known type, known keyword arguments (as the Ray class's signature names them), sane bounds."""
+    sched, file = spec.scheduler, spec.file
+    if sched.type not in SCHEDULERS:
+        raise SpecError(file, "scheduler.type", f"unknown scheduler {sched.type!r}; valid: {', '.join(SCHEDULERS)}")
+    signature = inspect.signature(scheduler_class(sched.type).__init__).parameters
+    accepted = [n for n in signature if n not in ("self", *OWN_KEYS)]
+    for key in sched.options:
+        if key in OWN_KEYS:
+            raise SpecError(file, f"scheduler.{key}", "comes from the spec's metric: {name, goal}; remove it here")
+        if key not in accepted:
+            raise SpecError(file, f"scheduler.{key}", f"unknown for {sched.type}; valid: {', '.join(accepted)}")
+    for key, low in LOWER_BOUNDS.items():
+        v = sched.options.get(key)
+        if v is not None and (not is_number(v) or v < low):
+            raise SpecError(file, f"scheduler.{key}", f"must be a number >= {low}, got {v!r}")
+    g, m = sched.options.get("grace_period"), sched.options.get("max_t")
+    if g is not None and m is not None and g > m:
+        raise SpecError(file, "scheduler.grace_period", f"must be <= max_t, got grace_period={g} max_t={m}")
+
+
+def check_population(spec: Spec) -> None:
+    """PBT samples and mutates a population of at least 2 that must meet: Ray's sampling, no batches."""
+    if spec.method == "bayes":
+        raise SpecError(spec.file, "method", "PBT samples and mutates its own population; use method random")
+    if spec.method == "grid":
+        raise SpecError(spec.file, "method", "PBT mutates hyperparameters, a grid cannot; use method random")
+    if spec.run_cap is not None and spec.run_cap < 2:
+        raise SpecError(spec.file, "run_cap", f"PBT needs a population of at least 2, got {spec.run_cap}")
+    if spec.max_concurrent is not None and spec.max_concurrent < spec.samples:
+        raise SpecError(
+            spec.file,
+            "max_concurrent",
+            f"would split PBT's population of {spec.samples} into batches that never meet, "
+            f"got {spec.max_concurrent}; remove it (resources.cpu limits how many trials run at once)",
+        )
+
+
+def check_spec(spec: Spec) -> None:
+    """The rules that need Ray or the trainable: the scheduler's arguments, and what PBT needs of the sweep.
+
+    ``search.spec.validate`` has checked the YAML; this imports Ray's scheduler classes and the trainable (to see whether it writes them).
+    """
+    from search.trainables import trainable_info
+
+    validate_scheduler(spec)
+    info = trainable_info(spec.trainable, spec.base_dir, spec.file) if spec.trainable else None
+    if spec.scheduler.type == "pbt":
+        check_population(spec)
+    if SCHEDULERS[spec.scheduler.type].needs_checkpoints and info is not None and not info.checkpoints:
+        raise SpecError(
+            spec.file,
+            "trainable",
+            f"{spec.scheduler.type.upper()} restores trials from checkpoints, but {spec.trainable!r} does not "
+            "checkpoint; use asha, or decorate the function with search.trainables.checkpointing",
+        )
+
+
+def build_scheduler(spec: Spec) -> Any:
+    """The Ray scheduler object for a spec (PBT mutations derived from ``parameters`` unless given)."""
+    from search.tune.space import pbt_mutations
+
+    options = dict(spec.scheduler.options)
+    if spec.scheduler.type == "fifo":
+        return scheduler_class("fifo")()
+    if spec.scheduler.type == "pbt":
+        options.setdefault("hyperparam_mutations", pbt_mutations(spec.parameters))
+        options.setdefault("time_attr", "training_iteration")
+        # Asynchronous PBT livelocks when a donor cannot get a slot: the running trial keeps exploiting the
+        # donor's stale checkpoint and never yields (seen with 1 free CPU for a population of 2). Synchronous
+        # PBT pauses trials at each perturbation, so every member gets to run; `synch: false` opts out.
+        options.setdefault("synch", True)
+    return scheduler_class(spec.scheduler.type)(metric=spec.metric.name, mode=spec.metric.mode, **options)
+
+
+def build_search_alg(spec: Spec) -> Any:
+    """Ray's search algorithm for the spec's ``method``, limited to ``max_concurrent`` trials at once."""
+    from ray.tune.search import ConcurrencyLimiter
+
+    from search.tune.space import hyperopt_space
+
+    if spec.method == "bayes":
+        alg = _load(SEARCH_ALGORITHMS["bayes"])(
+            space=hyperopt_space(spec.parameters),
+            metric=spec.metric.name,
+            mode=spec.metric.mode,
+            random_state_seed=spec.seed,
+            n_initial_points=min(20, max(2, spec.samples // 3)),
+        )
+        return ConcurrencyLimiter(alg, max_concurrent=spec.max_concurrent) if spec.max_concurrent else alg
+    kwargs: dict[str, Any] = {"random_state": spec.seed}
+    if spec.max_concurrent:
+        kwargs["max_concurrent"] = spec.max_concurrent
+    return _load(SEARCH_ALGORITHMS[spec.method])(**kwargs)
+
+
+def num_samples(spec: Spec) -> int:
+    """Ray's ``num_samples``: a grid enumerates its combinations itself."""
+    return 1 if spec.method == "grid" else spec.samples
