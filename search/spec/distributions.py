@@ -62,6 +62,7 @@ class Distribution:
 
     name: ClassVar[str]
     DEFAULTS: ClassVar[dict[str, Any]] = {}
+    q = None  # rounding step: a field of the q_ variants (see ``quantized``), None elsewhere
     finite: ClassVar[bool] = False  # a grid can enumerate it
     listed: ClassVar[bool] = False  # its values are a list (candidates, PBT mutations), not a range
 
@@ -97,7 +98,7 @@ class Distribution:
     def check(self, file: str, key: str) -> None:
         """Rules between the fields (bounds); raise SpecError."""
         for k in ("q", "sigma"):
-            if getattr(self, k, 1) <= 0:
+            if getattr(self, k, None) is not None and getattr(self, k) <= 0:
                 raise SpecError(file, f"{key}.{k}", f"must be > 0, got {getattr(self, k)}")
 
     def grid_values(self) -> list:
@@ -216,7 +217,7 @@ class Uniform(Bounded):
     name = "uniform"
 
     def law(self) -> Law:
-        return Law("uniform", self.min, self.max)
+        return Law("uniform", self.min, self.max, self.q)
 
 
 @dataclass(frozen=True)
@@ -228,9 +229,6 @@ class QUniform(Uniform):
     def grid_values(self) -> list:
         n = int(math.floor((self.max - self.min) / self.q + 1e-9))
         return [round(self.min + i * self.q, 12) for i in range(n + 1)]
-
-    def law(self) -> Law:
-        return Law("uniform", self.min, self.max, self.q)
 
 
 @dataclass(frozen=True)
@@ -245,13 +243,7 @@ class LogUniformValues(Bounded):
             raise SpecError(file, f"{key}.min", f"must be > 0 for {self.name} (a log scale), got {self.min}")
 
     def law(self) -> Law:
-        return Law("loguniform", self.min, self.max, getattr(self, "q", None))
-
-
-@dataclass(frozen=True)
-class QLogUniformValues(LogUniformValues):
-    name = "q_log_uniform_values"
-    q: float = 1.0
+        return Law("loguniform", self.min, self.max, self.q)
 
 
 @dataclass(frozen=True)
@@ -268,13 +260,7 @@ class LogUniform(Bounded):
     name = "log_uniform"
 
     def law(self) -> Law:
-        return Law("loguniform", math.exp(self.min), math.exp(self.max), getattr(self, "q", None))
-
-
-@dataclass(frozen=True)
-class QLogUniform(LogUniform):
-    name = "q_log_uniform"
-    q: float = 1.0
+        return Law("loguniform", math.exp(self.min), math.exp(self.max), self.q)
 
 
 @dataclass(frozen=True)
@@ -294,37 +280,23 @@ class Normal(Distribution):
     sigma: float
 
     def law(self) -> Law:
-        return Law("normal", self.mu, self.sigma, getattr(self, "q", None))
+        return Law("normal", self.mu, self.sigma, self.q)
 
 
 @dataclass(frozen=True)
-class QNormal(Normal):
-    name = "q_normal"
-    q: float = 1.0
-
-
-@dataclass(frozen=True)
-class LogNormal(Distribution):
-    """exp(normal(mu, sigma))."""
+class LogNormal(Normal):
+    """exp(normal(mu, sigma)): ``mu`` and ``sigma`` are the underlying normal's."""
 
     name = "log_normal"
-    mu: float
-    sigma: float
 
     def law(self) -> Law:
-        return Law("lognormal", self.mu, self.sigma, getattr(self, "q", None))
+        return Law("lognormal", self.mu, self.sigma, self.q)
 
     def sample(self, rng: np.random.Generator, size: int) -> np.ndarray:
-        return _rounded(np.exp(rng.normal(self.mu, self.sigma, size=size)), getattr(self, "q", None))
+        return _rounded(np.exp(rng.normal(self.mu, self.sigma, size=size)), self.q)
 
     def bounds(self) -> tuple[float, float]:
         return (0.0, math.inf)
-
-
-@dataclass(frozen=True)
-class QLogNormal(LogNormal):
-    name = "q_log_normal"
-    q: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -343,22 +315,32 @@ class Beta(Distribution):
         super().check(file, key)
 
     def sample(self, rng: np.random.Generator, size: int) -> np.ndarray:
-        return _rounded(rng.beta(self.a, self.b, size=size), getattr(self, "q", None))
+        return _rounded(rng.beta(self.a, self.b, size=size), self.q)
 
     def ppf(self, u: float) -> float:
         from scipy.special import betaincinv
 
-        return float(_rounded(np.asarray(betaincinv(self.a, self.b, u)), getattr(self, "q", None)))
+        return float(_rounded(np.asarray(betaincinv(self.a, self.b, u)), self.q))
 
     def bounds(self) -> tuple[float, float]:
         return (0.0, 1.0)
 
 
-@dataclass(frozen=True)
-class QBeta(Beta):
-    name = "q_beta"
-    DEFAULTS = {"a": 1.0, "b": 1.0, "q": 1.0}
-    q: float = 1.0
+def quantized(base: type[Distribution], name: str) -> type[Distribution]:
+    """W&B's ``q_`` variant of ``base``: the same law, rounded to a multiple of the field ``q`` (> 0).
+
+    ``q`` is required, as W&B's examples write it, unless every field of ``base`` has a default (beta's).
+    """
+    defaults = {**base.DEFAULTS, "q": 1.0} if base.DEFAULTS.keys() >= set(base.keys()) else base.DEFAULTS
+    namespace = {"__annotations__": {"q": float}, "q": 1.0, "name": name, "DEFAULTS": defaults}
+    return dataclass(frozen=True)(type("Q" + base.__name__, (base,), namespace))
+
+
+QLogUniformValues = quantized(LogUniformValues, "q_log_uniform_values")
+QLogUniform = quantized(LogUniform, "q_log_uniform")
+QNormal = quantized(Normal, "q_normal")
+QLogNormal = quantized(LogNormal, "q_log_normal")
+QBeta = quantized(Beta, "q_beta")
 
 
 DISTRIBUTIONS: dict[str, type[Distribution]] = {
