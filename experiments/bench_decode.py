@@ -94,7 +94,7 @@ def bench(model, tokenizer, batches, references, configs: list[dict], shared: di
     """Both ways on one grid: seconds, ratio, identical BLEU per config, peak memory."""
     import torch
 
-    from search.decoding import decode_configs, source_batches
+    from search.decoding import decode_configs
     from search.metrics import corpus_scores
 
     with PeakRSS() as naive_mem, torch.no_grad():

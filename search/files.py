@@ -73,19 +73,30 @@ def atomic_write(path: str | Path, data: str | bytes, *, backup: bool = False) -
 
 @contextlib.contextmanager
 def staged_dir(parent: str | Path, name: str) -> Iterator[Path]:
-    """A new, empty directory in ``parent`` to fill; it gets a new directory's mode and is deleted on an error.
-
-    The caller renames it into place when it is complete (``os.replace`` or ``Path.rename``).
-    """
+    """A new, empty directory in ``parent`` to fill, deleted on an error; :func:`publish_dir` puts it in place."""
     parent = Path(parent)
     parent.mkdir(parents=True, exist_ok=True)
     staged = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=parent))
     try:
-        os.chmod(staged, 0o777 & ~umask())
         yield staged
     except BaseException:
         shutil.rmtree(staged, ignore_errors=True)
         raise
 
 
-__all__ = ["atomic_write", "backup_path", "staged_dir", "umask"]
+def publish_dir(staged: Path, target: Path) -> Path | None:
+    """Rename a filled staged directory to ``target``, every file and directory in it with the modes new ones get
+    (libraries write some files 0600: transformers' ``model.safetensors``); an existing ``target`` is kept as its
+    :func:`backup_path`, which is returned."""
+    mask = umask()
+    for path in [staged, *staged.rglob("*")]:
+        if not path.is_symlink():
+            os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~mask)
+    backup = backup_path(target) if target.exists() else None
+    if backup is not None:
+        target.rename(backup)
+    staged.rename(target)
+    return backup
+
+
+__all__ = ["atomic_write", "backup_path", "publish_dir", "staged_dir", "umask"]

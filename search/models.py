@@ -12,14 +12,13 @@ torch and transformers are imported inside the functions: validating a spec must
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from search.checks import is_number, require_positive_int
 from search.errors import SpecError
-from search.files import staged_dir
+from search.files import publish_dir, staged_dir
 
 ARCHS = ("bart", "marian", "t5")
 # Ids fixed by the order of these special tokens in every tokenizer trained here.
@@ -159,7 +158,7 @@ def cached_tokenizer(texts: list[str], vocab_size: int, arch: str, cache_dir: st
         if not target.is_dir():
             with staged_dir(root, target.name) as staged:
                 train_tokenizer(texts, vocab_size, arch).save_pretrained(staged)
-                os.replace(staged, target)
+                publish_dir(staged, target)
     return AutoTokenizer.from_pretrained(target, local_files_only=True)
 
 

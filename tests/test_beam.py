@@ -7,7 +7,7 @@ import os
 import pytest
 import torch
 
-from search.beam import Decoded, decode_configs, helpers_available, resolve
+from search.decoding.beam import Decoded, decode_configs, decoding_kind, helpers_available
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -129,15 +129,15 @@ def test_greedy_and_mixed_passes_in_one_call():
         {"num_beams": 4, "length_penalty": 1.0, "early_stopping": True},
     ]
     check_equal(model, batch(), {"max_new_tokens": 20}, configs)
-    assert resolve(model, configs[0], {})[0] == resolve(model, configs[1], {})[0] == "greedy"
-    assert resolve(model, configs[2], {})[1] != resolve(model, configs[3], {})[1]
+    assert decoding_kind(model, configs[0], {})[0] == decoding_kind(model, configs[1], {})[0] == "greedy"
+    assert decoding_kind(model, configs[2], {})[1] != decoding_kind(model, configs[3], {})[1]
 
 
 def test_outside_the_fast_path_runs_generate():
     model = tiny_model("bart")
-    assert resolve(model, {"num_beams": 4, "do_sample": True}, {}) is None
-    assert resolve(model, {"num_beams": 4, "top_k": 5}, {}) is None  # unknown to the replay: never guessed
-    assert resolve(model, {"num_beams": 2, "num_return_sequences": 3}, {}) is None  # generate() raises for this
+    assert decoding_kind(model, {"num_beams": 4, "do_sample": True}, {}) is None
+    assert decoding_kind(model, {"num_beams": 4, "top_k": 5}, {}) is None  # unknown to the replay: never guessed
+    assert decoding_kind(model, {"num_beams": 2, "num_return_sequences": 3}, {}) is None  # generate() raises for this
     inputs = batch()
     torch.manual_seed(3)
     (fast,) = decode_configs(model, inputs, [{"num_beams": 2, "do_sample": True}], {"max_new_tokens": 8})

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from search.decoding import canonical, planned_configs, source_batches
 from search.trainables import decode as decode_module
-from search.trainables.decode import canonical, generation_args, planned_configs, prepare, run
+from search.trainables.decode import generation_args, prepare, run
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 DATA = {"corpus": "bible-en-es"}
@@ -87,7 +88,7 @@ def test_trials_share_one_pass_and_equal_generate(model_dir, tmp_path):
     from search.corpora import load_pairs
 
     pairs = load_pairs(DATA, "dev", limit=12)
-    batches = decode_module.make_batches(tokenizer, pairs.sources, 5, 128)
+    batches = source_batches(tokenizer, pairs.sources, 5, 128)
     lengths = set()
     for (lp, es), metrics in entries.items():
         hyps = [""] * len(pairs)

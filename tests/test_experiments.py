@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -15,14 +16,26 @@ REPO = Path(__file__).resolve().parent.parent
 # pipeline files chain sweeps; tests/test_pipeline.py runs the shipped one under --smoke-test
 SWEEPS = sorted(p for p in (REPO / "experiments").glob("*.yaml") if not is_pipeline(yaml.safe_load(p.read_text())))
 SCRIPTS = sorted(p for p in (REPO / "experiments").glob("*.py") if "--smoke-test" in p.read_text())
+# what each script's smoke run prints, one pattern a stdout line: the check it is there for, not only its exit code
+PRINTS = {
+    "bench_decode": [rf"{n} configs, 8 sentences, .*; BLEU identical: True \(tokens: True\); " for n in (8, 12)],
+    "build_bible_corpus": [
+        r"bible-en-es: train \d+, dev \d+, test \d+ - checksums match$",
+        r"bible-kjv-web: train \d+, dev \d+, test \d+ - checksums match$",
+        r"clean_osis, normalise_rv1909: \d+ markup samples clean as expected$",
+    ],
+    "subsequence": [
+        rf'{{"epoch": {epoch}, "train_loss": [0-9.e+-]+, "val_loss": [0-9.e+-]+, "val_accuracy": ' for epoch in (1, 2)
+    ],
+}
 
 
 @pytest.mark.ray
 @pytest.mark.parametrize("path", SWEEPS, ids=[p.stem for p in SWEEPS])
 def test_sweep_smoke(path: Path, ray_session, tmp_path: Path):
-    from search.results import format_ranking, rank
-    from search.runner import run
+    from search.report import format_ranking, rank
     from search.spec import load_spec
+    from search.tune import run
 
     spec = load_spec(path, smoke_test=True)
     results, run_dir = run(spec, storage=str(tmp_path / "runs"), progress=False)
@@ -38,3 +51,7 @@ def test_script_smoke(path: Path, tmp_path: Path):
         [sys.executable, str(path), "--smoke-test"], capture_output=True, text=True, cwd=tmp_path, timeout=600
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    assert len(lines) == len(PRINTS[path.stem]), proc.stdout
+    for pattern, line in zip(PRINTS[path.stem], lines, strict=True):
+        assert re.match(pattern, line), (pattern, line)

@@ -1,8 +1,6 @@
 """Export: generation_config.json merge, backup and atomicity; a bare generate() uses the exported values; the model
-directory, best_hparams.yaml, model card and PBT schedule of a fine-tune sweep.
-
-The toy trainables at the bottom stand in for ``decode`` and ``finetune``: they write the same artifacts (translations
-in the trial directory, a checkpoint with a ``model/`` directory) in a fraction of a second.
+directory, best_hparams.yaml, model card and PBT schedule of a fine-tune sweep (the toy trainables ``toy_decode`` and
+``toy_train`` of tests/toy_trainables.py stand in for ``decode`` and ``finetune``).
 """
 
 from __future__ import annotations
@@ -10,12 +8,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
-import time
 from pathlib import Path
 
 import pytest
 import yaml
+from helpers import TOY_REFERENCES
 
 from search.errors import UserError
 from search.export import (
@@ -25,32 +22,8 @@ from search.export import (
     export_generation,
     pbt_schedule,
 )
-from search.results import Row
+from search.report import Row
 from search.spec import validate
-
-HERE = Path(__file__).resolve()
-WORDS = "the a cat dog sat ran on under mat park house tree big small red blue".split()
-REFERENCES = [" ".join(WORDS[(i * 3 + k * 5) % len(WORDS)] for k in range(6 + i % 5)) for i in range(40)]
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    """A randomly initialised 1-layer BART with its tokenizer, saved as a model directory."""
-    import torch
-
-    from search.models import build_model
-
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    root = tmp_path_factory.mktemp("tiny")
-    model, tokenizer = build_model(
-        {"arch": "bart", "d_model": 32, "layers": 1, "heads": 2, "ffn": 64, "vocab_size": 300, "max_length": 32},
-        lambda: REFERENCES,
-        cache_dir=root / "cache",
-    )
-    model.save_pretrained(root / "model")
-    tokenizer.save_pretrained(root / "model")
-    return root / "model"
 
 
 @pytest.fixture()
@@ -82,7 +55,7 @@ def test_bare_generate_uses_the_exported_values(model_dir):
 
     export_generation(model_dir, {"num_beams": 3, "length_penalty": 0.7, "max_new_tokens": 6})
     model = AutoModelForSeq2SeqLM.from_pretrained(model_dir).eval()
-    inputs = AutoTokenizer.from_pretrained(model_dir)(REFERENCES[:3], return_tensors="pt", padding=True)
+    inputs = AutoTokenizer.from_pretrained(model_dir)(TOY_REFERENCES[:3], return_tensors="pt", padding=True)
     assert (model.generation_config.num_beams, model.generation_config.length_penalty) == (3, 0.7)
     with torch.no_grad():
         bare = model.generate(**inputs, return_dict_in_generate=True, output_scores=True)
@@ -194,20 +167,12 @@ def test_pbt_schedule_without_exploits_reads_the_reported_configs(tmp_path):
 # ------------------------------------------------------------------------------------------------ through Ray Tune
 
 
-def _spec_file(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "sweep.yaml"
-    path.write_text(text.replace("TOY", f"{HERE}"))
-    return path
-
-
 @pytest.mark.ray
-def test_decoding_sweep_exports_its_winner_as_generation_defaults(ray_session, tmp_path, model_dir, capsys):
+def test_decoding_sweep_exports_its_winner_as_generation_defaults(run_sweep, model_dir, capsys, figures):
     from search.__main__ import main
-    from search.runner import run
-    from search.spec import load_spec
+    from search.report import rank
 
-    path = _spec_file(
-        tmp_path,
+    _, run_dir = run_sweep(
         """
 method: grid
 metric: {name: bleu, goal: maximize}
@@ -217,9 +182,8 @@ parameters:
   length_penalty: {values: [0.8, 1.0]}
   early_stopping: {values: [true, false]}
   max_new_tokens: {value: 12}
-""",
+"""
     )
-    _, run_dir = run(load_spec(path), storage=str(tmp_path / "runs"), progress=False)
     before = (model_dir / GENERATION_FILE).read_bytes()
     assert main(["export", str(run_dir), "--to", str(model_dir), "--dry-run"]) == 0
     assert "would change" in capsys.readouterr().out and (model_dir / GENERATION_FILE).read_bytes() == before
@@ -235,19 +199,39 @@ parameters:
     md = capsys.readouterr().out
     assert "bleu signature: nrefs:1|" in md and "| best |" in md and "1000 resamples" in md
     assert main(["plot", str(run_dir)]) == 0
-    assert (run_dir / "plots" / "heatmap.png").stat().st_size > 10_000
+    heatmap = Path(run_dir).resolve() / "plots" / "heatmap.png"
+    assert capsys.readouterr().out == f"wrote {heatmap}\n" and heatmap.is_file()
+    # one panel per early_stopping value, a cell per num_beams (row) x length_penalty (column): that trial's BLEU
+    bleu = {
+        (r.params["early_stopping"], r.params["num_beams"], r.params["length_penalty"]): r.value
+        for r in rank(run_dir).rows
+    }
+    panels = [ax for ax in figures.of(heatmap).axes if ax.images]
+    assert [ax.get_title() for ax in panels] == ["early_stopping=False", "early_stopping=True"]
+    for ax, early_stopping in zip(panels, (False, True), strict=True):
+        cells = [[bleu[early_stopping, nb, lp] for lp in (0.8, 1.0)] for nb in (1, 4)]
+        assert ax.images[0].get_array().tolist() == cells
+        assert [t.get_text() for t in ax.texts] == [f"{v:.2f}" for row in cells for v in row]
+    # the winner's cell, num_beams=4 x length_penalty=1.0 without early stopping, and only it is boxed in red
+    assert bleu[False, 4, 1.0] == max(bleu.values())
+    assert [(p.get_x(), p.get_y(), p.get_edgecolor()) for p in panels[0].patches] == [(0.5, 0.5, (1.0, 0.0, 0.0, 1.0))]
+    assert list(panels[1].patches) == []
+
+
+def _reported(row, key: str) -> list:
+    """``key`` of every report of the trial ``row`` (its result.json), in order."""
+    lines = Path(row.path, "result.json").read_text().splitlines()
+    return [json.loads(line)[key] for line in lines if line.strip()]
 
 
 @pytest.mark.ray
-def test_pbt_finetune_sweep_exports_model_hparams_card_and_schedule(ray_session, tmp_path, tiny_model, capsys):
-    from transformers import AutoModelForSeq2SeqLM
+def test_pbt_finetune_sweep_exports_model_hparams_card_and_schedule(run_sweep, tmp_path, tiny_model, capsys, figures):
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
     from search.__main__ import main
-    from search.runner import run
-    from search.spec import load_spec
+    from search.report import rank
 
-    path = _spec_file(
-        tmp_path,
+    _, run_dir = run_sweep(
         f"""
 method: random
 metric: {{name: bleu, goal: maximize}}
@@ -259,15 +243,16 @@ parameters:
   lr: {{values: [0.05, 0.3]}}
 settings: {{steps: 6, sleep: 0.5, model_src: {tiny_model}}}
 data: {{corpus: toy}}
-""",
+"""
     )
-    _, run_dir = run(load_spec(path), storage=str(tmp_path / "runs"), progress=False)
     out_dir = tmp_path / "exported"
     assert main(["export", str(run_dir), "--to", str(out_dir), "--dry-run"]) == 0
     assert "dry run: would write" in capsys.readouterr().out and not out_dir.exists()
     assert main(["export", str(run_dir), "--to", str(out_dir)]) == 0
     assert AutoModelForSeq2SeqLM.from_pretrained(out_dir).config.d_model == 32
     assert (out_dir / "tokenizer.json").is_file()
+    tokenize = [AutoTokenizer.from_pretrained(d)(TOY_REFERENCES[:3]).input_ids for d in (out_dir, tiny_model)]
+    assert tokenize[0] == tokenize[1]  # the model's own tokenizer
     hparams = yaml.safe_load((out_dir / "best_hparams.yaml").read_text())
     assert isinstance(hparams["lr"], float)
     assert "search run" in (out_dir / "best_hparams.yaml").read_text()
@@ -280,78 +265,43 @@ data: {{corpus: toy}}
         e["after_iteration"] for e in schedule["schedule"]
     )
     # never overwrite silently
+    first_export = (out_dir / "best_hparams.yaml").read_text()
     assert main(["export", str(run_dir), "--to", str(out_dir)]) == 2
-    assert "pass --force" in capsys.readouterr().err
+    assert capsys.readouterr().err == (
+        f"{out_dir}: exists and is not empty; pass --force to replace it (the old one is kept as .bak)\n"
+    )
     assert main(["export", str(run_dir), "--to", str(out_dir), "--force"]) == 0
     assert (tmp_path / "exported.bak" / "best_hparams.yaml").is_file()
+    assert (tmp_path / "exported.bak" / "best_hparams.yaml").read_text() == first_export
     assert main(["plot", str(run_dir)]) == 0
     assert {p.name for p in (run_dir / "plots").iterdir()} == {"curves.png", "pbt_schedule.png"}
-
-
-# ------------------------------------------------------------------------------------------------ toy trainables
-
-
-def _translations(error_rate: float) -> list[str]:
-    out = []
-    for i, ref in enumerate(REFERENCES):
-        words = ref.split()
-        out.append(" ".join("zz" if ((i * 37 + j * 11) % 100) / 100 < error_rate else w for j, w in enumerate(words)))
-    return out
-
-
-def _write_translations(hypotheses: list[str]) -> None:
-    from ray import tune
-
-    trial_dir = tune.get_context().get_trial_dir()
-    for name, lines in (("hypotheses.txt", hypotheses), ("references.txt", REFERENCES)):
-        with open(os.path.join(trial_dir, name + ".tmp"), "w", encoding="utf-8") as f:
-            f.write("".join(line + "\n" for line in lines))
-        os.replace(os.path.join(trial_dir, name + ".tmp"), os.path.join(trial_dir, name))
-
-
-def toy_decode(config: dict) -> None:
-    """Like ``decode``: one report of BLEU; error grows with |length_penalty - 1|, greedy and early stopping."""
-    from ray import tune
-
-    from search.metrics import corpus_scores
-
-    error = 0.3 * abs(config["length_penalty"] - 1.0) + (0.15 if config["num_beams"] == 1 else 0.0)
-    hyps = _translations(error + (0.01 if config["early_stopping"] else 0.0))
-    _write_translations(hyps)
-    tune.report(corpus_scores(hyps, REFERENCES))
-
-
-def toy_train(config: dict) -> None:
-    """Like ``finetune``: BLEU rises at rate ``lr``; each report checkpoints a ``model/`` directory and the state."""
-    from ray import tune
-
-    from search.metrics import corpus_scores
-
-    settings = config["settings"]
-    step, quality = 0, 0.0
-    checkpoint = tune.get_checkpoint()
-    if checkpoint:
-        with checkpoint.as_directory() as d:
-            step, quality = json.loads(Path(d, "state.json").read_text())
-    while step < settings["steps"]:
-        step, quality = step + 1, quality + config["lr"]
-        hyps = _translations(max(0.0, 0.8 - quality))
-        _write_translations(hyps)
-        with tempfile.TemporaryDirectory() as d:
-            shutil.copytree(settings["model_src"], Path(d, "model"))
-            Path(d, "state.json").write_text(json.dumps([step, quality]))
-            metrics = {"step": step * 10, **corpus_scores(hyps, REFERENCES)}
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
-        time.sleep(settings["sleep"])
-
-
-toy_train.__search_checkpoints__ = True  # what search.trainables.checkpointing sets
+    # the curves: each trial's BLEU at each reported step, the winner bold
+    ranking = rank(run_dir)
+    best = ranking.best.trial_id
+    (bleu_panel,) = figures.of(run_dir / "plots" / "curves.png").axes
+    curves = {line.get_label(): line for line in bleu_panel.get_lines()}
+    assert set(curves) == {f"{best} (best)", *(r.trial_id for r in ranking.rows if r.trial_id != best)}
+    for row in ranking.rows:
+        line = curves[row.trial_id + (" (best)" if row.trial_id == best else "")]
+        assert list(line.get_xdata()) == _reported(row, "step") and list(line.get_ydata()) == _reported(row, "bleu")
+        assert line.get_linewidth() == (2.6 if row.trial_id == best else 1.2)
+    # the schedules: each trial's lr at each report, the winner bold and ending at the exported lr
+    (lr_panel,) = figures.of(run_dir / "plots" / "pbt_schedule.png").axes
+    assert lr_panel.get_ylabel() == "lr"
+    schedules = {line.get_label(): line for line in lr_panel.get_lines()}
+    assert set(schedules) == set(curves)
+    for row in ranking.rows:
+        line = schedules[row.trial_id + (" (best)" if row.trial_id == best else "")]
+        assert list(line.get_xdata()) == _reported(row, "training_iteration")
+        assert list(line.get_ydata()) == [c["lr"] for c in _reported(row, "config")]
+        assert line.get_linewidth() == (2.6 if row.trial_id == best else 1.0)
+    assert schedules[f"{best} (best)"].get_ydata()[-1] == hparams["lr"]
 
 
 def test_export_refuses_an_unknown_trial(tmp_path):
     from search.errors import UserError
     from search.export import export
-    from search.results import Ranking, Row
+    from search.report import Ranking, Row
 
     spec_dir = tmp_path / "run"
     spec_dir.mkdir()

@@ -10,9 +10,9 @@ import pytest
 import torch
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
-from search.checkpoints import export_model_dir, load_training_state, model_dir
 from search.errors import SpecError
 from search.trainables import finetune as ft
+from search.trainables.checkpoints import export_model_dir, load_training_state, model_dir
 from search.trainables.finetune_config import SETTING_DEFAULTS
 
 SOURCES = [
@@ -87,15 +87,15 @@ def test_resolve_config_fills_defaults(tmp_path):
 
 def test_make_batches_bounds_padded_tokens_and_covers_every_example():
     lengths = [random.Random(i).randint(3, 40) for i in range(300)] + [90]
-    batches = ft.make_batches(lengths, 120, random.Random(0))
+    batches = ft.token_batches(lengths, 120, random.Random(0))
     assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
     for batch in batches:
         assert len(batch) * max(lengths[i] for i in batch) <= 120 or len(batch) == 1
     assert [90 in [lengths[i] for i in b] for b in batches].count(True) == 1
     spread = sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in batches) / len(batches)
     assert spread < 3  # bucketed by length
-    assert ft.make_batches(lengths, 120, random.Random(0)) == batches
-    assert ft.make_batches(lengths, 120, random.Random(1)) != batches
+    assert ft.token_batches(lengths, 120, random.Random(0)) == batches
+    assert ft.token_batches(lengths, 120, random.Random(1)) != batches
 
 
 def test_param_groups_put_shared_embeddings_with_the_decoder(tmp_path):

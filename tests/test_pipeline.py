@@ -50,7 +50,7 @@ def test_pipeline_file_errors_are_one_line(tmp_path, changes, message):
 
 
 @pytest.mark.ray
-def test_smoke_pipeline_ranks_everything_and_exports_the_winner(ray_session, tmp_path):
+def test_smoke_pipeline_ranks_everything_and_exports_the_winner(ray_session, tmp_path, figures):
     from transformers import AutoModelForSeq2SeqLM
 
     lines: list[str] = []
@@ -70,5 +70,11 @@ def test_smoke_pipeline_ranks_everything_and_exports_the_winner(ray_session, tmp
     assert "## Fine-tuning: finetune_asha" in card and "## Decoding: decode_seed_grid" in card
     assert "| bleu | vs best | checkpoint | num_beams | length_penalty |" in (result["dir"] / "ranking.md").read_text()
     assert (exported / "best_hparams.yaml").is_file()
+    # the hyperparameters written are those of the fine-tune trial whose checkpoint won the decoding sweep
+    hparams = (exported / "best_hparams.yaml").read_text()
+    assert hparams.startswith(f"# Best trial {winner.params['checkpoint']} of ")
     assert any(p.name == "heatmap.png" for p in result["plots"])
+    # the decoding sweep's heatmap (one: top_k is 1 under --smoke-test) has the winner's BLEU as its best cell
+    heatmap = figures.of(next(p for p in result["plots"] if p.name == "heatmap.png"))
+    assert max(v for ax in heatmap.axes if ax.images for v in ax.images[0].get_array().compressed()) == winner.value
     assert lines[-1].startswith("exported model") and str(exported) in lines[-1]

@@ -1,4 +1,7 @@
-"""Plots from rankings and trial histories (no Ray): the heatmap, the curves with cut trials, the PBT schedules."""
+"""Plots from rankings and trial histories (no Ray): the heatmap, the curves with cut trials, the PBT schedules.
+
+The tests read what each PNG shows from the Figure that drew it (``figures.of(png)``), not from its pixels.
+"""
 
 from __future__ import annotations
 
@@ -6,41 +9,83 @@ import json
 from pathlib import Path
 
 import pytest
+from matplotlib.colors import to_rgba
 
-from search.plots import curves, heatmap, pbt_schedules
-from search.results import Ranking, Row, order_rows
+from search.report import Ranking, Row, order_rows
+from search.report.plots import curves, heatmap, pbt_schedules
 from search.spec import validate
 
-
-def _png_size(path: Path) -> tuple[int, int]:
-    data = path.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+RED = to_rgba("red")
 
 
 def _ranking(rows: list[Row], params: tuple[str, ...], mode: str = "max") -> Ranking:
     return Ranking(metric="bleu", mode=mode, scope="last", params=params, columns=(), rows=order_rows(rows, mode))
 
 
-def test_heatmap_has_one_panel_per_early_stopping_value(tmp_path):
+def _panels(figure) -> list:
+    """The heatmap's panels (the axes with an image; the colorbar has none)."""
+    return [ax for ax in figure.axes if ax.images]
+
+
+def _cells(ax) -> list[list[float | None]]:
+    """The cell values a heatmap panel draws, rows num_beams, columns length_penalty; None where no trial (NaN)."""
+    return ax.images[0].get_array().tolist()
+
+
+def _boxes(ax) -> list[tuple[float, float]]:
+    """The lower left corners of the red boxes (the winner's cells) in a heatmap panel."""
+    return [(p.get_x(), p.get_y()) for p in ax.patches if p.get_edgecolor() == RED]
+
+
+def test_heatmap_has_one_panel_per_early_stopping_value(tmp_path, figures):
+    def bleu(nb: int, lp: float, es: bool) -> float:
+        return 20 + nb - abs(lp - 1.0) * 10 + es
+
+    beams, penalties = (1, 4, 8), (0.6, 0.8, 1.0, 1.2)
     rows = [
-        Row(f"t{nb}{lp}{es}", "TERMINATED", 1, 20 + nb - abs(lp - 1.0) * 10 + es,
-            {"num_beams": nb, "length_penalty": lp, "early_stopping": es})
-        for nb in (1, 4, 8) for lp in (0.6, 0.8, 1.0, 1.2) for es in (True, False)
+        Row(f"t{nb}{lp}{es}", "TERMINATED", 1, bleu(nb, lp, es), {"num_beams": nb, "length_penalty": lp, "early_stopping": es})
+        for nb in beams for lp in penalties for es in (True, False)
     ]  # fmt: skip
-    one = heatmap(_ranking(rows, ("num_beams", "length_penalty")), tmp_path / "one.png")
+    assert heatmap(_ranking(rows, ("num_beams", "length_penalty")), tmp_path / "one.png") == tmp_path / "one.png"
     no_es = [Row(r.trial_id, r.status, 1, r.value, {k: v for k, v in r.params.items() if k != "early_stopping"})
              for r in rows if r.params["early_stopping"]]  # fmt: skip
-    single = heatmap(_ranking(no_es, ("num_beams", "length_penalty")), tmp_path / "single.png")
-    width_two, _ = _png_size(one)
-    width_one, _ = _png_size(single)
-    assert width_two > 1.3 * width_one  # two panels side by side
+    heatmap(_ranking(no_es, ("num_beams", "length_penalty")), tmp_path / "single.png")
+
+    figure = figures.of(tmp_path / "one.png")
+    two = _panels(figure)
+    assert [ax.get_title() for ax in two] == ["early_stopping=False", "early_stopping=True"]
+    assert two[0].get_position().x1 < two[1].get_position().x0  # side by side
+    for ax, es in zip(two, (False, True), strict=True):
+        assert [t.get_text() for t in ax.get_xticklabels()] == ["0.6", "0.8", "1", "1.2"]
+        assert [t.get_text() for t in ax.get_yticklabels()] == ["1", "4", "8"]
+        assert (ax.get_xlabel(), ax.get_ylabel()) == ("length_penalty", "num_beams")
+        cells = [[bleu(nb, lp, es) for lp in penalties] for nb in beams]
+        assert _cells(ax) == cells
+        assert [t.get_text() for t in ax.texts] == [f"{v:.2f}" for row in cells for v in row]
+    # the best, 29 at num_beams=8 x length_penalty=1.0 with early stopping, is boxed in red, and nothing else
+    assert (_boxes(two[0]), _boxes(two[1])) == ([], [(1.5, 1.5)])
+    assert figure.get_suptitle() == "bleu (max, scope=last); best boxed in red"
+
+    (single,) = _panels(figures.of(tmp_path / "single.png"))
+    assert single.get_title() == "" and _cells(single) == [[bleu(nb, lp, True) for lp in penalties] for nb in beams]
 
 
-def test_heatmap_skips_runs_without_a_beam_grid(tmp_path):
+def test_heatmap_leaves_a_cell_without_a_trial_empty(tmp_path, figures):
+    rows = [
+        Row("a", "TERMINATED", 1, 10.0, {"num_beams": 1, "length_penalty": 0.8}),
+        Row("b", "TERMINATED", 1, 12.0, {"num_beams": 4, "length_penalty": 1.0}),
+    ]
+    heatmap(_ranking(rows, ("num_beams", "length_penalty")), tmp_path / "h.png")
+    (ax,) = _panels(figures.of(tmp_path / "h.png"))
+    assert _cells(ax) == [[10.0, None], [None, 12.0]]
+    assert [(t.get_position(), t.get_text()) for t in ax.texts] == [((0, 0), "10.00"), ((1, 1), "12.00")]
+    assert _boxes(ax) == [(0.5, 0.5)]
+
+
+def test_heatmap_skips_runs_without_a_beam_grid(tmp_path, figures):
     rows = [Row("a", "TERMINATED", 1, 1.0, {"lr": 0.1})]
     assert heatmap(_ranking(rows, ("lr",)), tmp_path / "h.png") is None
-    assert not (tmp_path / "h.png").exists()
+    assert not (tmp_path / "h.png").exists() and figures.saved == []
 
 
 def _trial(tmp_path: Path, trial_id: str, bleus: list[float], lrs: list[float], status: str = "TERMINATED") -> Row:
@@ -54,7 +99,25 @@ def _trial(tmp_path: Path, trial_id: str, bleus: list[float], lrs: list[float], 
     return Row(trial_id, status, len(bleus), bleus[-1], {"lr": lrs[-1]}, path=str(path))
 
 
-def test_curves_and_schedules_of_an_asha_and_a_pbt_run(tmp_path):
+def _curves(ax) -> dict[str, tuple[list, list, float]]:
+    """The labelled lines of a panel: label -> (x, y, linewidth)."""
+    return {
+        line.get_label(): (line.get_xdata().tolist(), line.get_ydata().tolist(), line.get_linewidth())
+        for line in ax.get_lines()
+        if not line.get_label().startswith("_")
+    }
+
+
+def _crosses(ax) -> list[tuple[float, float, tuple]]:
+    """The ``x`` markers that end a cut or errored trial: (x, y, colour)."""
+    return [
+        (line.get_xdata()[0], line.get_ydata()[0], to_rgba(line.get_color()))
+        for line in ax.get_lines()
+        if line.get_marker() == "x"
+    ]
+
+
+def test_curves_and_schedules_of_an_asha_and_a_pbt_run(tmp_path, figures):
     rows = [
         _trial(tmp_path, "best", [1, 3, 6, 9], [0.1, 0.1, 0.3, 0.3]),
         _trial(tmp_path, "cut", [0.5, 1.0], [0.01, 0.01], status="STOPPED"),
@@ -62,36 +125,50 @@ def test_curves_and_schedules_of_an_asha_and_a_pbt_run(tmp_path):
     ]
     ranking = _ranking(rows, ("lr",))
     assert curves(ranking, tmp_path / "curves.png") == tmp_path / "curves.png"
-    assert _png_size(tmp_path / "curves.png")[0] > 500
+    # a panel for the metric and one for eval_loss, against step; the best bold, a cut trial faint and crossed
+    bleu, loss = figures.of(tmp_path / "curves.png").axes
+    assert (bleu.get_ylabel(), loss.get_ylabel(), loss.get_xlabel()) == ("bleu", "eval_loss", "step")
+    assert bleu.get_title() == "bleu per report (x: cut by the scheduler, red x: errored)"
+    drawn = {
+        "best (best)": ([100, 200, 300, 400], [1, 3, 6, 9], 2.6),
+        "cut stopped": ([100, 200], [0.5, 1.0], 1.2),
+        "broken error": ([100], [0.2], 1.2),
+    }
+    assert _curves(bleu) == drawn
+    # eval_loss, reported as 5 - bleu / 3, at the same steps in the same styles
+    assert _curves(loss) == {label: (x, [5 - b / 3 for b in y], width) for label, (x, y, width) in drawn.items()}
+    lines = {line.get_label(): line for line in bleu.get_lines()}
+    assert [lines[t].get_alpha() for t in ("best (best)", "cut stopped", "broken error")] == [0.95, 0.45, 0.45]
+    cut_colour = to_rgba(lines["cut stopped"].get_color())
+    assert _crosses(bleu) == [(200, 1.0, cut_colour), (100, 0.2, RED)]
+
     spec = validate({"method": "random", "metric": {"name": "bleu"}, "parameters": {"lr": {"values": [0.1]}}}, "x")
     assert pbt_schedules(ranking, spec, tmp_path / "pbt.png") == tmp_path / "pbt.png"
-    assert _png_size(tmp_path / "pbt.png")[1] > 200
+    # lr at each reported iteration, the winner bold; lr spans 30x, so the axis is logarithmic
+    (lr,) = figures.of(tmp_path / "pbt.png").axes
+    assert (lr.get_ylabel(), lr.get_xlabel(), lr.get_yscale()) == ("lr", "training_iteration", "log")
+    assert lr.get_title() == "PBT hyperparameter schedules (winner bold)"
+    assert _curves(lr) == {
+        "best (best)": ([1, 2, 3, 4], [0.1, 0.1, 0.3, 0.3], 2.6),
+        "cut": ([1, 2], [0.01, 0.01], 1.0),
+        "broken": ([1], [0.02], 1.0),
+    }
+    assert {line.get_drawstyle() for line in lr.get_lines()} == {"steps-post"}
 
 
-def test_curves_need_more_than_one_report(tmp_path):
+def test_curves_need_more_than_one_report(tmp_path, figures):
     rows = [_trial(tmp_path, "a", [1.0], [0.1]), _trial(tmp_path, "b", [2.0], [0.2])]
     assert curves(_ranking(rows, ("lr",)), tmp_path / "c.png") is None
+    assert not (tmp_path / "c.png").exists() and figures.saved == []
 
 
 @pytest.mark.parametrize("mode", ["max", "min"])
-def test_heatmap_cell_keeps_the_better_trial(tmp_path, mode, monkeypatch):
-    import search.plots as plots
-
-    seen = {}
-    original = plots._pyplot
-
-    def spy():
-        plt = original()
-        real = plt.Axes.imshow
-
-        def imshow(self, grid, **kw):
-            seen["grid"] = grid
-            return real(self, grid, **kw)
-
-        monkeypatch.setattr(plt.Axes, "imshow", imshow)
-        return plt
-
-    monkeypatch.setattr(plots, "_pyplot", spy)
+def test_heatmap_cell_keeps_the_better_trial(tmp_path, mode, figures):
     rows = [Row(f"t{v}", "TERMINATED", 1, v, {"num_beams": 4, "length_penalty": 1.0, "x": v}) for v in (3.0, 7.0)]
     heatmap(_ranking(rows, ("num_beams", "length_penalty", "x"), mode), tmp_path / "h.png")
-    assert seen["grid"] == [[7.0 if mode == "max" else 3.0]]
+    figure = figures.of(tmp_path / "h.png")
+    (ax,) = _panels(figure)
+    better = 7.0 if mode == "max" else 3.0
+    assert _cells(ax) == [[better]]
+    assert [t.get_text() for t in ax.texts] == [f"{better:.2f}"]
+    assert figure.get_suptitle() == f"bleu ({mode}, scope=last) (best over x); best boxed in red"

@@ -8,23 +8,13 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers import REFERENCES, translations
 
 from search.errors import UserError
 from search.metrics import corpus_scores, paired_bootstrap
-from search.results import Ranking, Row, format_ranking, mark_ties, order_rows
+from search.report import Ranking, Row, format_ranking, mark_ties, order_rows
 
-WORDS = "the a cat dog sat ran on under mat park house tree big small red blue".split()
-REFERENCES = [" ".join(WORDS[(i * 3 + k * 5) % len(WORDS)] for k in range(6 + i % 5)) for i in range(80)]
 SIGNATURE = "nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:2.6.0"
-
-
-def translations(error_rate: float) -> list[str]:
-    """References with a deterministic share of words replaced by ``zz``."""
-    out = []
-    for i, ref in enumerate(REFERENCES):
-        words = ref.split()
-        out.append(" ".join("zz" if ((i * 37 + j * 11) % 100) / 100 < error_rate else w for j, w in enumerate(words)))
-    return out
 
 
 def trial(tmp_path: Path, trial_id: str, hyps: list[str] | None, refs: list[str] | None = REFERENCES, **kw) -> Row:

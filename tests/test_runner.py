@@ -10,27 +10,18 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
+import yaml
 
-from search.results import format_ranking, rank
-from search.runner import run
-from search.spec import load_spec
+from search.report import format_ranking, rank
+from search.rundir import load_saved_spec
 
 pytestmark = pytest.mark.ray
-TOY = Path(__file__).parent / "toy_trainables.py"
 
 
-def spec_file(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "sweep.yaml"
-    path.write_text(text.replace("TOY", str(TOY)))
-    return path
-
-
-def test_grid_with_conditions_runs_and_ranks(ray_session, tmp_path):
-    path = spec_file(
-        tmp_path,
+def test_grid_with_conditions_runs_and_ranks(run_sweep, tmp_path):
+    _, run_dir = run_sweep(
         """
 method: grid
 metric: {name: score, goal: maximize}
@@ -41,9 +32,8 @@ parameters:
   w: {values: [10, 20], when: {mode: b}}
   opt: {parameters: {offset: {value: 1}}}
 settings: {steps: 2}
-""",
+"""
     )
-    _, run_dir = run(load_spec(path), storage=str(tmp_path / "runs"), progress=False)
     ranking = rank(run_dir)
     assert len(ranking.rows) == 3 * 3
     best = ranking.rows[0]
@@ -66,63 +56,59 @@ settings: {steps: 2}
     assert data["metric"] == "score" and data["rows"][0]["params"]["x"] == 3
     assert "score" in format_ranking(ranking, "table")
     assert (run_dir / "search_spec.yaml").is_file()
+    # the run keeps the spec it ran, so that rank, plot and export need not find the YAML file again
+    assert load_saved_spec(run_dir).raw == yaml.safe_load((tmp_path / "sweep.yaml").read_text())
 
 
-def test_bayes_with_hyperband_early_terminate(ray_session, tmp_path):
-    path = spec_file(
-        tmp_path,
+def test_bayes_with_hyperband_early_terminate(run_sweep):
+    results, run_dir = run_sweep(
         """
 method: bayes
+early_terminate: {type: hyperband, min_iter: 1, eta: 2}
 metric: {name: score, goal: maximize}
 trainable: TOY:quadratic
 run_cap: 6
 seed: 1
-early_terminate: {type: hyperband, min_iter: 1, eta: 2}
 parameters:
   x: {distribution: q_uniform, min: 0, max: 6, q: 1}
 settings: {steps: 4}
-""",
+"""
     )
-    results, run_dir = run(load_spec(path), storage=str(tmp_path / "runs"), progress=False)
     assert len(results) == 6 and not results.errors
     ranking = rank(run_dir, scope="best")
     assert all(r.value is not None for r in ranking.rows)
     assert min(r.training_iteration for r in ranking.rows) < 4  # ASHA stopped someone early
 
 
-def test_pbt_exploits_from_checkpoints(ray_session, tmp_path):
-    path = spec_file(
-        tmp_path,
+def test_pbt_exploits_from_checkpoints(run_sweep):
+    results, run_dir = run_sweep(
         """
 method: random
+scheduler: {type: pbt, perturbation_interval: 2, quantile_fraction: 0.5, resample_probability: 1.0}
 metric: {name: value, goal: maximize}
 trainable: TOY:counter
 run_cap: 2
 seed: 0
-scheduler: {type: pbt, perturbation_interval: 2, quantile_fraction: 0.5, resample_probability: 1.0}
 parameters:
   lr: {values: [0.0, 1.0]}
 settings: {steps: 6}
-""",
+"""
     )
-    results, run_dir = run(load_spec(path), storage=str(tmp_path / "runs"), progress=False)
     assert not results.errors
     values = sorted(r.metrics["value"] for r in results)
     # without exploitation the lr=0 trial would end at 0; PBT copied the leader's state into it
     assert values[0] > 0
 
 
-def test_errored_trials_are_listed_after_ranked_ones(ray_session, tmp_path):
-    path = spec_file(
-        tmp_path,
+def test_errored_trials_are_listed_after_ranked_ones(run_sweep):
+    _, run_dir = run_sweep(
         """
 method: grid
 metric: {name: score, goal: maximize}
 trainable: TOY:broken
 parameters: {x: {values: [1, 2, 3]}}
-""",
+"""
     )
-    _, run_dir = run(load_spec(path), storage=str(tmp_path / "runs"), progress=False)
     ranking = rank(run_dir)
     assert [r.status for r in ranking.rows] == ["TERMINATED", "TERMINATED", "ERROR"]
     assert ranking.rows[-1].params["x"] == 2 and "broken on purpose" in ranking.rows[-1].error
@@ -130,10 +116,9 @@ parameters: {x: {values: [1, 2, 3]}}
 
 
 @pytest.mark.slow
-def test_sigkill_then_resume_keeps_finished_trials(tmp_path):
+def test_sigkill_then_resume_keeps_finished_trials(write_spec, tmp_path):
     """A sweep killed with SIGKILL continues with `search resume`; trials that had finished are not run again."""
-    path = spec_file(
-        tmp_path,
+    path = write_spec(
         """
 method: grid
 metric: {name: score, goal: maximize}
@@ -141,7 +126,7 @@ trainable: TOY:quadratic
 max_concurrent: 1
 parameters: {x: {values: [0, 1, 2, 3, 4, 5]}}
 settings: {steps: 2, sleep: 1.0}
-""",
+"""
     )
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     storage = tmp_path / "runs"
@@ -172,10 +157,9 @@ settings: {steps: 2, sleep: 1.0}
     assert {t: (done_dirs[t] / "result.json").stat().st_mtime for t in before} == stamps
 
 
-def test_wandb_offline_writes_a_run_per_trial(ray_session, tmp_path, monkeypatch):
+def test_wandb_offline_writes_a_run_per_trial(run_sweep, monkeypatch):
     monkeypatch.delenv("WANDB_MODE", raising=False)
-    path = spec_file(
-        tmp_path,
+    _, run_dir = run_sweep(
         """
 method: grid
 metric: {name: score, goal: maximize}
@@ -183,7 +167,9 @@ trainable: TOY:quadratic
 wandb: {mode: offline, project: test}
 parameters: {x: {values: [3]}}
 settings: {steps: 2}
-""",
+"""
     )
-    _, run_dir = run(load_spec(path), storage=str(tmp_path / "runs"), progress=False)
     assert list((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
+    # W&B names the offline run after the trial it logged
+    (trial,) = rank(run_dir).rows
+    assert [p.name for p in (run_dir / "wandb").glob("offline-run-*/run-*.wandb")] == [f"run-{trial.trial_id}.wandb"]

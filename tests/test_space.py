@@ -9,8 +9,10 @@ import pytest
 from hyperopt.pyll import stochastic
 from ray import tune
 
-from search.params import DISTRIBUTIONS, effective_config, parse_parameters
-from search.space import (
+from search.errors import SpecError
+from search.spec import load_spec
+from search.spec.params import DISTRIBUTIONS, effective_config, parse_parameters
+from search.tune.space import (
     GRID_KEY,
     candidates,
     grid_combinations,
@@ -40,6 +42,8 @@ CASES = {
     "q_normal": ({"mu": 10.0, "sigma": 0.01, "q": 2}, lambda x: x == 10),
     "log_normal": ({"mu": 0.0, "sigma": 0.01}, lambda x: 0.95 < x < 1.05),
     "q_log_normal": ({"mu": math.log(20), "sigma": 0.001, "q": 5}, lambda x: x == 20),
+    "beta": ({"a": 2.0, "b": 5.0}, lambda x: 0.0 <= x <= 1.0),
+    "q_beta": ({"a": 1000, "b": 1000, "q": 0.25}, lambda x: x == 0.5),
 }
 
 
@@ -129,8 +133,8 @@ def test_pbt_mutations_derived_from_parameters():
 
 def test_pbt_is_synchronous_unless_the_spec_says_otherwise(tmp_path):
     """Asynchronous PBT livelocked when a donor could not get a CPU slot; synchronous PBT lets every member run."""
-    from search.algorithms import build_scheduler
     from search.spec import load_spec
+    from search.tune.registry import build_scheduler
 
     path = tmp_path / "pbt.yaml"
     path.write_text(
@@ -139,3 +143,42 @@ def test_pbt_is_synchronous_unless_the_spec_says_otherwise(tmp_path):
     )
     assert build_scheduler(load_spec(path))._synch is True
     assert build_scheduler(load_spec(path, overrides=["scheduler.synch=false"]))._synch is False
+
+
+@pytest.mark.parametrize("dist", ["beta", "q_beta"])
+def test_beta_is_refused_by_grid_and_takes_wandbs_defaults(dist):
+    with pytest.raises(
+        SpecError, match=f"method grid needs a finite set of values, got continuous distribution {dist}"
+    ):
+        parse_parameters({"x": {"distribution": dist}}, "f.yaml", "grid")
+    (param,) = parse_parameters({"x": {"distribution": dist}}, "f.yaml", "random")
+    assert (param.dist.a, param.dist.b) == (1.0, 1.0)  # W&B's defaults: the uniform law on [0, 1]
+    assert candidates((param,)) == {"x": (0.0, 1.0)}
+    with pytest.raises(SpecError, match="parameters.x.a: must be > 0, got -1"):
+        parse_parameters({"x": {"distribution": dist, "a": -1}}, "f.yaml", "random")
+
+
+def test_beta_has_its_law_in_tune_and_hyperopt():
+    """Mean a / (a + b) and variance ab / ((a + b)^2 (a + b + 1)) of beta(2, 5), from 2,000 draws of each side."""
+    (param,) = parse_parameters({"x": {"distribution": "beta", "a": 2, "b": 5}}, "f.yaml", "bayes")
+    rng = np.random.default_rng(0)
+    ray_draws = np.array([tune_domain(param).sample(random_state=rng) for _ in range(2000)])
+    hp_draws = np.array([stochastic.sample(hyperopt_domain(param), rng=np.random.default_rng(i)) for i in range(2000)])
+    for draws in (ray_draws, hp_draws):
+        assert draws.mean() == pytest.approx(2 / 7, abs=0.015)
+        assert draws.var() == pytest.approx(10 / (49 * 8), rel=0.1)
+
+
+def test_bayes_sweep_of_a_beta_parameter_runs_hyperopt(tmp_path):
+    """HyperOptSearch takes the beta parameter's quantile expression and suggests values in [0, 1]."""
+    from search.tune.registry import build_search_alg
+
+    path = tmp_path / "s.yaml"
+    path.write_text(
+        "method: bayes\nmetric: {name: m, goal: maximize}\nrun_cap: 4\nseed: 0\n"
+        "parameters: {x: {distribution: q_beta, a: 2, b: 2, q: 0.1}, y: {values: [1, 2]}}\n"
+    )
+    alg = build_search_alg(load_spec(path))
+    suggested = [alg.suggest(f"t{i}") for i in range(4)]
+    assert all(0.0 <= s["x"] <= 1.0 and abs(s["x"] * 10 - round(s["x"] * 10)) < 1e-9 for s in suggested)
+    assert {s["y"] for s in suggested} <= {1, 2}

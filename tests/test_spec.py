@@ -12,6 +12,7 @@ import yaml
 from search.errors import SpecError, UserError
 from search.pipeline import is_pipeline, load_pipeline
 from search.spec import load_spec, parse_search_grid
+from search.tune import check_spec
 
 HERE = Path(__file__).parent
 BAD = sorted((HERE / "bad_specs").glob("*.yaml"))
@@ -32,7 +33,7 @@ def test_enough_bad_specs():
 def test_bad_spec_message(path: Path, monkeypatch):
     monkeypatch.chdir(HERE)
     with pytest.raises(SpecError) as e:
-        load_spec(f"bad_specs/{path.name}")
+        check_spec(load_spec(f"bad_specs/{path.name}"))
     message = str(e.value)
     assert "\n" not in message
     assert expected_error(path) in message
@@ -122,7 +123,10 @@ def test_space_file_smoke_test_set_and_search_layering(tmp_path: Path):
     assert smoke.run_cap == 2 and smoke.settings == {"steps": 3, "eval": 5} and smoke.seed == 3
     grid = load_spec(path, search="a=1:2:3 early_stopping=true:false:never")
     assert grid.method == "grid" and grid.run_cap is None
-    assert {p.name: p.values for p in grid.parameters} == {"a": (1, 2, 3), "early_stopping": (True, False, "never")}
+    assert {p.name: p.dist.values for p in grid.parameters} == {
+        "a": (1, 2, 3),
+        "early_stopping": (True, False, "never"),
+    }
 
 
 def test_set_is_validated_like_the_file(tmp_path: Path):
@@ -184,7 +188,7 @@ def test_every_shipped_file_validates(path: Path):
     ],
 )
 def test_run_checks_trainable_sections_before_writing(tmp_path: Path, body: str, message: str):
-    from search.runner import plan
+    from search.tune import plan
 
     path = tmp_path / "sweep.yaml"
     text = "method: grid\nmetric: {name: bleu, goal: maximize}\n" + body + "\n"

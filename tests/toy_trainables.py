@@ -1,15 +1,32 @@
-"""Tiny trainables for the runner's integration tests (no torch)."""
+"""Tiny trainables for the integration tests (no torch). Ray loads this file by path (``trainable: TOY:quadratic``).
+
+``toy_decode`` and ``toy_train`` stand in for ``decode`` and ``finetune``: they write the same artifacts
+(translations in the trial directory, a checkpoint with a ``model/`` directory) in a fraction of a second.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
+import sys
 import tempfile
 import time
+from pathlib import Path
 
+import ray.cloudpickle
 from ray import tune
 
 from search.trainables import checkpointing
+
+# Loaded by file path (also by `python -m search run` outside pytest): make the sibling helpers.py importable, and
+# ship its code to the Ray workers with this file's (which search registers the same way), as they cannot import it.
+if str(Path(__file__).resolve().parent) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+import helpers  # noqa: E402
+
+ray.cloudpickle.register_pickle_by_value(helpers)
+REFERENCES = helpers.TOY_REFERENCES
 
 
 def quadratic(config: dict) -> None:
@@ -45,3 +62,44 @@ def broken(config: dict) -> None:
     if config["x"] == 2:
         raise RuntimeError("x=2 is broken on purpose")
     tune.report({"score": float(config["x"])})
+
+
+def _write_translations(hypotheses: list[str]) -> None:
+    trial_dir = tune.get_context().get_trial_dir()
+    for name, lines in (("hypotheses.txt", hypotheses), ("references.txt", REFERENCES)):
+        with open(os.path.join(trial_dir, name + ".tmp"), "w", encoding="utf-8") as f:
+            f.write("".join(line + "\n" for line in lines))
+        os.replace(os.path.join(trial_dir, name + ".tmp"), os.path.join(trial_dir, name))
+
+
+def toy_decode(config: dict) -> None:
+    """Like ``decode``: one report of BLEU; error grows with |length_penalty - 1|, greedy and early stopping."""
+    from search.metrics import corpus_scores
+
+    error = 0.3 * abs(config["length_penalty"] - 1.0) + (0.15 if config["num_beams"] == 1 else 0.0)
+    hyps = helpers.translations(error + (0.01 if config["early_stopping"] else 0.0), REFERENCES)
+    _write_translations(hyps)
+    tune.report(corpus_scores(hyps, REFERENCES))
+
+
+@checkpointing
+def toy_train(config: dict) -> None:
+    """Like ``finetune``: BLEU rises at rate ``lr``; each report checkpoints a ``model/`` directory and the state."""
+    from search.metrics import corpus_scores
+
+    settings = config["settings"]
+    step, quality = 0, 0.0
+    checkpoint = tune.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as d:
+            step, quality = json.loads(Path(d, "state.json").read_text())
+    while step < settings["steps"]:
+        step, quality = step + 1, quality + config["lr"]
+        hyps = helpers.translations(max(0.0, 0.8 - quality), REFERENCES)
+        _write_translations(hyps)
+        with tempfile.TemporaryDirectory() as d:
+            shutil.copytree(settings["model_src"], Path(d, "model"))
+            Path(d, "state.json").write_text(json.dumps([step, quality]))
+            metrics = {"step": step * 10, **corpus_scores(hyps, REFERENCES)}
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+        time.sleep(settings["sleep"])

@@ -17,7 +17,7 @@ from search.export.card import CARD_FILE, card_section, card_with_section
 from search.export.generation import GENERATION_FILE, export_generation
 from search.export.lineage import pbt_schedule
 from search.export.values import nested, winner_config, yaml_safe
-from search.files import atomic_write, backup_path, staged_dir
+from search.files import atomic_write, backup_path, publish_dir, staged_dir
 from search.report import Ranking, Row, flatten
 from search.rundir import Run
 
@@ -106,10 +106,7 @@ def export_model(
             lines += [f"  {GENERATION_FILE}: {change}" for change in changes]
         for name, text in files.items():
             atomic_write(staged / name, text)
-        backup = backup_path(to) if to.exists() else None
-        if backup is not None:
-            to.rename(backup)
-        staged.rename(to)
+        backup = publish_dir(staged, to)
     lines.append(f"wrote {to}: {', '.join(what)}")
     if backup is not None:
         lines.append(f"the previous {to.name} is kept as {backup}")

@@ -9,11 +9,13 @@
 
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 from typing import Any
 
 from search.errors import UserError
+from search.files import atomic_write
 from search.report.ranking import Ranking, Row, rank, trial_params
 from search.rundir import load_saved_spec, read_history
 from search.spec import Spec
@@ -26,6 +28,15 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _save(fig, out: Path) -> Path:
+    """Write the figure as a PNG, whole or not at all, and free it."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
+    _pyplot().close(fig)
+    atomic_write(out, buffer.getvalue())
+    return out
 
 
 def _history(row: Row) -> list[dict]:
@@ -77,9 +88,7 @@ def heatmap(ranking: Ranking, out: Path) -> Path | None:
     others = [p for p in ranking.params if p not in ("num_beams", "length_penalty", "early_stopping")]
     note = f" (best over {', '.join(others)})" if others else ""
     fig.suptitle(f"{ranking.metric} ({ranking.mode}, scope={ranking.scope}){note}; best boxed in red", fontsize=10)
-    fig.savefig(out, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return out
+    return _save(fig, out)
 
 
 CURVE_EXTRAS = ("eval_loss",)  # also drawn, in a panel below the metric, when the trials report them
@@ -121,9 +130,7 @@ def curves(ranking: Ranking, out: Path, extras: tuple[str, ...] = CURVE_EXTRAS) 
     axes[0, 0].set_title(f"{ranking.metric} per report (x: cut by the scheduler, red x: errored)", fontsize=10)
     if len(ranking.rows) <= 16:
         axes[0, 0].legend(fontsize=7, loc="best")
-    fig.savefig(out, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return out
+    return _save(fig, out)
 
 
 def pbt_schedules(ranking: Ranking, spec: Spec, out: Path) -> Path | None:
@@ -163,9 +170,7 @@ def pbt_schedules(ranking: Ranking, spec: Spec, out: Path) -> Path | None:
     axes[0, 0].set_title("PBT hyperparameter schedules (winner bold)", fontsize=10)
     if len(ranking.rows) <= 16:
         axes[0, 0].legend(fontsize=7, loc="best")
-    fig.savefig(out, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return out
+    return _save(fig, out)
 
 
 def plot(run_dir: str | Path, out_dir: str | Path | None = None, *, scope: str = "last") -> list[Path]:
