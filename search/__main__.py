@@ -9,9 +9,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections import Counter
 from collections.abc import Sequence
 
-from search.errors import UserError
+from search.errors import Interrupted, RunError, UserError
 
 # Ray's new console output prints a large table per update; our ProgressCallback prints a line instead.
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
@@ -67,7 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--to", required=True, metavar="MODEL_DIR", help="model directory to update or write")
     p.add_argument("--scope", default="last", choices=("last", "best", "avg"))
     p.add_argument("--dry-run", action="store_true", help="print what would change, write nothing")
-    p.add_argument("--force", action="store_true", help="replace an existing model directory (kept as .bak)")
+    p.add_argument(
+        "--force", action="store_true",
+        help="replace an existing model directory (kept as .bak); export a --trial that errored or did not finish",
+    )  # fmt: skip
     p.add_argument("--trial", metavar="TRIAL_ID", help="export this trial (its best checkpoint) instead of the winner")
 
     p = sub.add_parser("plot", help="PNG plots of a run: BLEU heatmap, metric curves, PBT schedules")
@@ -113,25 +117,36 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def _finish(run_dir, fmt: str) -> int:
+    """Print the ranked table of a run; 0 when a trial finished with the metric, else 1 with the distinct errors."""
     from search.report import format_ranking, rank
+
+    ranking = rank(run_dir)
+    print(format_ranking(ranking, fmt))
+    print(f"run directory: {run_dir}")
+    if ranking.best is not None:
+        return 0
+    errors = Counter(row.error for row in ranking.rows if row.status == "ERROR")
+    print(f"no trial finished with {ranking.metric}: {len(ranking.rows)} trials, {sum(errors.values())} errored",
+          file=sys.stderr)  # fmt: skip
+    for error, count in errors.most_common():
+        print(f"  {count} x {error}", file=sys.stderr)
+    return 1
+
+
+def cmd_run(args: argparse.Namespace) -> int:
     from search.tune import run
 
     spec = _load(args)
     _, run_dir = run(spec, address=args.address, storage=args.storage, name=args.name)
-    print(format_ranking(rank(run_dir), args.format))
-    print(f"run directory: {run_dir}")
-    return 0
+    return _finish(run_dir, args.format)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from search.report import format_ranking, rank
     from search.tune import resume
 
     _, run_dir = resume(args.run_dir, address=args.address)
-    print(format_ranking(rank(run_dir), args.format))
-    print(f"run directory: {run_dir}")
-    return 0
+    return _finish(run_dir, args.format)
 
 
 def cmd_rank(args: argparse.Namespace) -> int:
@@ -182,13 +197,30 @@ COMMANDS = {
 }
 
 
+def _os_error(error: BaseException) -> OSError | None:
+    """The OSError (full disk, permission denied, ...) behind an error, through its causes, or None."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, OSError) and error.errno is not None:
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except UserError as e:
+    except (UserError, RunError, Interrupted) as e:
         print(str(e), file=sys.stderr)
         return e.exit_code
+    except Exception as e:
+        os_error = _os_error(e)
+        if os_error is None:
+            raise
+        print(f"{os_error.filename or 'search'}: {os_error.strerror or os_error} (errno {os_error.errno})", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted; continue with `search resume RUN_DIR`", file=sys.stderr)
         return 130

@@ -87,6 +87,28 @@ def validate_model(model: Any, file: str, base_dir: str | Path | None = None) ->
         raise SpecError(file, "model.dropout", f"must be a number in [0, 1), got {dropout!r}")
 
 
+def check_loadable(path: str | Path, file: str) -> None:
+    """A model directory's config and tokenizer load (no weights are read), or one SpecError naming ``model``.
+
+    Catches a corrupt or foreign ``config.json`` and a missing tokenizer before any trial starts.
+    """
+    from transformers import AutoConfig, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    for what, loader in (("config.json", AutoConfig), ("tokenizer", AutoTokenizer)):
+        try:
+            loader.from_pretrained(path, local_files_only=True)
+        except Exception as error:  # noqa: BLE001 - whatever the loader raises, the directory is the cause
+            cause = " ".join(str(error).split())[:200]
+            raise SpecError(
+                file,
+                "model",
+                f"{path}: its {what} does not load ({type(error).__name__}: {cause}); "
+                "give a directory written by save_pretrained",
+            ) from None
+
+
 def model_config(model: dict) -> dict:
     """A model mapping with every default filled in (``encoder_layers``/``decoder_layers`` resolved)."""
     cfg = {**MODEL_DEFAULTS, **model}
@@ -269,6 +291,7 @@ __all__ = [
     "MODEL_DEFAULTS",
     "build_model",
     "cached_tokenizer",
+    "check_loadable",
     "load_pretrained",
     "model_config",
     "set_generation_defaults",

@@ -26,7 +26,7 @@ from search.checks import is_int
 from search.errors import SpecError, UserError
 from search.files import atomic_write
 from search.report import Ranking, Row, combine, format_ranking, plot, rank
-from search.rundir import read_run, unique_run_dir
+from search.rundir import claim_run_dir, read_run
 from search.spec import Spec, deep_merge, load_spec, read_yaml
 
 KEYS = ("name", "finetune", "decode", "top_k", "export", "storage", "finetune_set", "decode_set", "smoke_test")
@@ -182,7 +182,7 @@ def run_pipeline(
 
     if p.export is not None and p.export.exists() and any(p.export.iterdir()) and not force:
         raise UserError(f"{p.export}: exists and is not empty; pass --force to replace it (kept as .bak)")
-    root = unique_run_dir(Path(storage).resolve() if storage else p.storage, p.name)
+    root = claim_run_dir(Path(storage).resolve() if storage else p.storage, p.name)
     target = p.export or root / "model"  # a fresh pipeline directory each run: nothing to overwrite
     out(f"pipeline directory: {root}")
     ft_dir, ft_ranking, top = _finetune(p, root, address, out)

@@ -4,11 +4,12 @@ A run directory is Ray Tune's experiment directory with our spec beside it::
 
     search_spec.yaml                 the merged spec the run started with, and facts the readers need
     experiment_state-<time>.json     Ray's snapshot of every trial (status, config, last result); the newest counts
+    experiment_state.good.json       the newest whole snapshot, tuner.good.pkl: good copies a full disk cannot cut
     <trial dir>/result.json          one JSON line per report
     <trial dir>/params.json          the config the trial started with
     <trial dir>/error.txt            the traceback of an errored trial
     <trial dir>/checkpoint_NNNNNN/   checkpoints Ray kept
-    <trial dir>/hypotheses.txt ...   files the trainable wrote (``search.trainables.common``)
+    <trial dir>/hypotheses.txt ...   files the trainable wrote (``search.trainables.outputs``)
 
 Reading needs neither Ray nor the user's trainable: the spec is validated as YAML only, and Ray's JSON is read as
 JSON (values Ray could only pickle are left out). So ``rank``, ``plot`` and ``export`` work on a copied run, on a
@@ -21,20 +22,25 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import math
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from search.errors import SpecError, UserError
+from search.errors import RunError, SpecError, UserError
 from search.files import atomic_write
 from search.spec import Spec, validate
 
 SPEC_FILE = "search_spec.yaml"
 STATE_PATTERN = "experiment_state-*.json"  # Ray's TuneController.CKPT_FILE_TMPL
+GOOD_STATE = "experiment_state.good.json"  # the newest whole snapshot (outside Ray's pattern)
+GOOD_TUNER = "tuner.good.pkl"
 _PICKLED = object()  # stands for a value Ray could only pickle
 
 
@@ -45,6 +51,19 @@ def unique_run_dir(storage: Path, name: str) -> Path:
         n += 1
         candidate = storage / f"{name}-{n}"
     return candidate
+
+
+def claim_run_dir(storage: Path, name: str) -> Path:
+    """Create and return the first free of ``storage/name``, ``name-2``, ...: creating is the claim, so two runs
+    started at once never share a directory."""
+    storage.mkdir(parents=True, exist_ok=True)
+    while True:
+        candidate = unique_run_dir(storage, name)
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:  # another run claimed it between the look and the mkdir
+            continue
 
 
 def save_spec(spec: Spec, run_dir: Path, *, cuts_trials: bool) -> None:
@@ -64,6 +83,52 @@ def load_saved_spec(run_dir: str | Path) -> Spec:
     """The spec a run was started with (as saved in its run directory), checked as YAML only."""
     record = _record(Path(run_dir))
     return validate(record["spec"], record["file"])
+
+
+def _snapshot(path: Path) -> dict | None:
+    """Ray's experiment snapshot in ``path``, or None when it is not whole (a full disk truncates it)."""
+    try:
+        snapshot = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    return snapshot if isinstance(snapshot, dict) and isinstance(snapshot.get("trial_data"), list) else None
+
+
+def keep_good_state(run_dir: Path) -> None:
+    """Copy Ray's newest snapshot (when whole) and ``tuner.pkl`` (when not empty) to ``GOOD_STATE`` and
+    ``GOOD_TUNER``: Ray rewrites both in place, so a full disk can leave them truncated."""
+    states = sorted(run_dir.glob(STATE_PATTERN))
+    with contextlib.suppress(OSError):  # no space for the copy: the previous good one stays
+        if states and _snapshot(states[-1]) is not None:
+            atomic_write(run_dir / GOOD_STATE, states[-1].read_bytes())
+        tuner = run_dir / "tuner.pkl"
+        if tuner.is_file() and tuner.stat().st_size and not (run_dir / GOOD_TUNER).exists():
+            atomic_write(run_dir / GOOD_TUNER, tuner.read_bytes())
+
+
+def check_resumable(run_dir: Path, min_free: int = 1 << 20) -> list[str]:
+    """Make a run resumable or refuse in one line: Ray would start a damaged run over and overwrite ``tuner.pkl``,
+    losing every finished trial. A truncated snapshot or ``tuner.pkl`` is put back from the good copies that
+    :func:`keep_good_state` kept; returns what was put back."""
+    tuner, repaired = run_dir / "tuner.pkl", []
+    if not tuner.is_file():
+        raise SpecError(str(run_dir), "", "the sweep never started (no tuner.pkl); start it again with `search run`")
+    if shutil.disk_usage(run_dir).free < min_free:
+        raise RunError(f"{run_dir}: No space left on device (errno {errno.ENOSPC}); free space, then resume")
+    if tuner.stat().st_size == 0:
+        if not (run_dir / GOOD_TUNER).is_file():
+            raise RunError(f"{tuner}: empty (the disk was full when it was written?); this run cannot be resumed")
+        atomic_write(tuner, (run_dir / GOOD_TUNER).read_bytes())
+        repaired.append(f"{tuner}: was empty; put back from {GOOD_TUNER}")
+    states = sorted(run_dir.glob(STATE_PATTERN))
+    if not states:
+        raise RunError(f"{run_dir}: no {STATE_PATTERN} (no trial was recorded); start the sweep again with `search run`")
+    if _snapshot(states[-1]) is None:
+        if _snapshot(run_dir / GOOD_STATE) is None:
+            raise RunError(f"{states[-1]}: damaged, and no good copy; resuming would start the sweep over")
+        atomic_write(states[-1], (run_dir / GOOD_STATE).read_bytes())
+        repaired.append(f"{states[-1]}: was damaged; put back from {GOOD_STATE} (trials after it run again)")
+    return repaired
 
 
 def _without_pickles(value: Any) -> Any:
@@ -166,7 +231,9 @@ class Run:
         states = sorted(self.dir.glob(STATE_PATTERN))
         if not states:
             raise UserError(f"{self.dir}: no trials recorded yet (no experiment_state*.json); has the sweep started?")
-        snapshot = json.loads(states[-1].read_text(encoding="utf-8"))
+        snapshot = _snapshot(states[-1]) or _snapshot(self.dir / GOOD_STATE)
+        if snapshot is None:
+            raise RunError(f"{states[-1]}: damaged (the disk was full when Ray wrote it?), and no good copy")
         return [_trial(self.dir, state) for state in snapshot["trial_data"]]
 
     def trial(self, trial_id: str) -> Trial | None:
@@ -181,4 +248,4 @@ def read_run(run_dir: str | Path) -> Run:
     return Run(dir=run_dir, spec=spec, cuts_trials=bool(record.get("cuts_trials", False)))
 
 
-__all__ = ["SPEC_FILE", "Run", "Trial", "load_saved_spec", "read_lines", "read_run", "save_spec", "unique_run_dir"]
+__all__ = ["SPEC_FILE", "Run", "Trial", "check_resumable", "claim_run_dir", "keep_good_state", "load_saved_spec", "read_lines", "read_run", "save_spec", "unique_run_dir"]

@@ -20,11 +20,12 @@ from search.export.lineage import pbt_schedule
 from search.export.model_dir import Extras, best_checkpoint, export_model
 from search.export.values import generate_args, winner_config
 from search.files import atomic_write
-from search.report import Ranking, Row, rank
+from search.report import FINISHED, Ranking, Row, rank
 from search.rundir import read_run
 
 
-def _chosen(ranking: Ranking, run_dir: Path, trial: str | None) -> Row:
+def _chosen(ranking: Ranking, run_dir: Path, trial: str | None, force: bool) -> Row:
+    """The winner, or the trial asked for; an errored or unfinished one only with ``force``."""
     if trial is None:
         if ranking.best is None:
             raise UserError(f"{run_dir}: no finished trial reported {ranking.metric}; nothing to export")
@@ -33,6 +34,9 @@ def _chosen(ranking: Ranking, run_dir: Path, trial: str | None) -> Row:
     if row is None or row.value is None:
         known = ", ".join(r.trial_id for r in ranking.rows if r.value is not None)
         raise UserError(f"--trial: no trial {trial!r} with {ranking.metric} in {run_dir}; trials: {known}")
+    if row.status not in (FINISHED, "STOPPED") and not force:
+        why = f"errored ({row.error})" if row.status == "ERROR" else f"did not finish (status {row.status})"
+        raise UserError(f"--trial: trial {trial} {why}; its results may be partial; pass --force to export it anyway")
     return row
 
 
@@ -54,7 +58,8 @@ def export(
         to: the model directory (decoding sweep: an existing one, whose ``generation_config.json`` is updated;
             fine-tune sweep: the directory to write, which must not exist unless ``force``).
         dry_run: print what would change, write nothing.
-        force: replace an existing model directory (kept as ``.bak``) after a fine-tune sweep.
+        force: replace an existing model directory (kept as ``.bak``) after a fine-tune sweep, and export a
+            ``trial`` that errored or did not finish.
         scope: ranking scope (``last | best | avg``).
         trial: export this trial instead of the winner (any trial that left a checkpoint or reported the metric).
         rank_fn: the ranking function.
@@ -70,7 +75,7 @@ def export(
     run_dir, to = Path(run_dir).resolve(), Path(to).resolve()
     run = read_run(run_dir)
     ranking = rank_fn(run_dir, scope=scope)
-    row = _chosen(ranking, run_dir, trial)
+    row = _chosen(ranking, run_dir, trial, force)
     if row.path is not None and any(p.is_dir() for p in Path(row.path).glob("checkpoint_*")):
         return export_model(run, ranking, row, to, dry_run=dry_run, force=force)
     which = "best trial" if trial is None else "trial"

@@ -59,7 +59,8 @@ def pbt_schedule(run_dir: str | Path, row: Row, spec: Spec) -> list[dict[str, An
         for result in history:
             config = result.get("config") or {}
             if not changes or trial_params(config, spec) != trial_params(changes[-1][1], spec):
-                changes.append((int(result.get("training_iteration", 1)) - 1, config))
+                # the first config applies from the start, even when Ray's result.json lost the first reports
+                changes.append((int(result.get("training_iteration", 1)) - 1 if changes else 0, config))
     schedule = []
     for after, config in changes:
         entry: dict[str, Any] = {"after_iteration": after}

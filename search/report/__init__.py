@@ -7,9 +7,20 @@ JSON; ``plots`` draws the BLEU heatmap, metric curves and PBT schedules.
 
 from search.report.formats import FORMATS, format_ranking, title
 from search.report.plots import plot
-from search.report.ranking import SCOPES, Ranking, Row, combine, flatten, mark_ties, order_rows, rank, trial_params
+from search.report.ranking import (
+    FINISHED,
+    SCOPES,
+    Ranking,
+    Row,
+    combine,
+    flatten,
+    mark_ties,
+    order_rows,
+    rank,
+    trial_params,
+)
 
 __all__ = [
-    "FORMATS", "SCOPES", "Ranking", "Row", "combine", "flatten", "format_ranking", "mark_ties", "order_rows", "plot",
+    "FINISHED", "FORMATS", "SCOPES", "Ranking", "Row", "combine", "flatten", "format_ranking", "mark_ties", "order_rows", "plot",
     "rank", "title", "trial_params",
 ]  # fmt: skip

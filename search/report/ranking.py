@@ -26,6 +26,7 @@ from search.spec import Spec, trial_config
 from search.trainables.outputs import HYPOTHESES_FILE, REFERENCES_FILE
 
 SCOPES = ("last", "best", "avg")
+FINISHED = "TERMINATED"  # Ray's status of a trial that ran to its end; only these rank and win
 BOOTSTRAP_TOP = 10  # rows tested against the best; each test resamples the whole dev set n times
 
 
@@ -58,8 +59,8 @@ class Ranking:
 
     @property
     def ranked(self) -> tuple[Row, ...]:
-        """Rows that may win: with a value, neither errored nor stopped early."""
-        return tuple(r for r in self.rows if r.value is not None and r.status not in ("ERROR", "STOPPED"))
+        """Rows that may win: finished (not errored, stopped early, running or pending) and with a value."""
+        return tuple(r for r in self.rows if r.value is not None and r.status == FINISHED)
 
     @property
     def best(self) -> Row | None:
@@ -86,22 +87,24 @@ def trial_params(config: dict, spec: Spec, constants: bool = False) -> dict[str,
     return {p.name: flat[p.name] for p in spec.parameters if (constants or not p.is_constant) and p.name in flat}
 
 
-def _finite(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool) and not math.isnan(v)
+def _number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
 
 
 def _scoped(history: list[dict], last: dict, metric: str, mode: str, scope: str) -> float | None:
-    values = [float(r[metric]) for r in history if _finite(r.get(metric))]
-    if not values:
-        v = last.get(metric)
-        values = [float(v)] if _finite(v) else []
-    if not values:
-        return None
+    """The metric under ``scope``; None when never reported, or when the last report (``last``) or every report
+    (``best``, ``avg``) is NaN or infinite: a diverged trial never wins."""
+    reported = [float(r[metric]) for r in history if _number(r.get(metric))]
+    if not reported and _number(last.get(metric)):
+        reported = [float(last[metric])]
+    finite = [v for v in reported if math.isfinite(v)]
     if scope == "last":
-        return values[-1]
+        return reported[-1] if reported and math.isfinite(reported[-1]) else None
+    if not finite:
+        return None
     if scope == "best":
-        return max(values) if mode == "max" else min(values)
-    return sum(values) / len(values)
+        return max(finite) if mode == "max" else min(finite)
+    return sum(finite) / len(finite)
 
 
 def _signature(trials: list[Trial], metric: str) -> tuple[str | None, tuple[str, ...]]:
@@ -257,11 +260,13 @@ def combine(parts: dict[str, Ranking], key: str) -> Ranking:
 
 
 def order_rows(rows: list[Row], mode: str, top: int | None = None) -> tuple[Row, ...]:
-    """Ranked rows best first (at most ``top``), then stopped ones (best first), pending ones and errored ones."""
+    """Ranked rows best first (at most ``top``), then stopped ones (best first), then the unfinished (running,
+    pending, or without a value), then the errored ones. Only the first group may win."""
     sign = -1.0 if mode == "max" else 1.0
-    with_value = sorted((r for r in rows if r.value is not None and r.status != "ERROR"), key=lambda r: sign * r.value)
-    ranked = [r for r in with_value if r.status != "STOPPED"]
-    stopped = [r for r in with_value if r.status == "STOPPED"]
-    unranked = [r for r in rows if r.value is None and r.status != "ERROR"]
+    by_value = sorted((r for r in rows if r.value is not None), key=lambda r: sign * r.value)
+    ranked = [r for r in by_value if r.status == FINISHED]
+    stopped = [r for r in by_value if r.status == "STOPPED"]
     errored = [r for r in rows if r.status == "ERROR"]
-    return tuple((ranked[:top] if top is not None else ranked) + stopped + unranked + errored)
+    placed = {id(r) for r in (*ranked, *stopped, *errored)}
+    unfinished = [r for r in rows if id(r) not in placed]
+    return tuple((ranked[:top] if top is not None else ranked) + stopped + unfinished + errored)

@@ -92,7 +92,7 @@ def _parse_one(path: tuple[str, ...], spec: Any, file: str, method: str) -> Para
         if k not in PARAM_KEYS:
             raise SpecError(file, f"{key}.{k}", f"unknown key; valid keys: {', '.join(PARAM_KEYS)}")
     name = _infer(spec)
-    if name not in DISTRIBUTIONS:
+    if not isinstance(name, str) or name not in DISTRIBUTIONS:
         raise SpecError(
             file, f"{key}.distribution", f"unknown distribution {name!r}; valid: {', '.join(DISTRIBUTIONS)}"
         )

@@ -68,7 +68,7 @@ def _metric(raw: Mapping, file: str) -> Metric:
     if not isinstance(name, str) or not name:
         raise SpecError(file, "metric.name", f"must be the name of a reported metric, got {name!r}")
     goal = m.get("goal", "minimize")
-    if goal not in GOALS:
+    if not isinstance(goal, str) or goal not in GOALS:
         raise SpecError(file, "metric.goal", f"must be one of maximize, minimize, got {goal!r}")
     return Metric(name, goal)
 

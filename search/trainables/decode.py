@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from search.checks import require_positive_int
+from search.checks import require_int, require_positive_int
 from search.decoding import (
     DecodeCache,
     canonical,
@@ -123,6 +123,7 @@ def decode_pass(model, tokenizer, batches, configs: list[dict], shared: dict, se
 
 
 def resolve_settings(config: dict, file: str = "<config>") -> dict:
+    """The trial's settings with every default filled in and checked (a SpecError naming ``settings.KEY``)."""
     unknown = sorted(set(config.get("settings") or {}) - set(SETTING_DEFAULTS))
     if unknown:
         valid = ", ".join(SETTING_DEFAULTS)
@@ -131,8 +132,11 @@ def resolve_settings(config: dict, file: str = "<config>") -> dict:
     for key in ("model", "data"):
         if key not in config:
             raise SpecError(file, key, f"missing; the decode trainable needs `{key}:`")
-    for key in ("batch_size", "max_new_tokens", "max_source_length"):
+    for key in ("batch_size", "max_new_tokens", "max_source_length", "train_size"):
         require_positive_int(settings[key], file, f"settings.{key}")
+    if settings["limit"] is not None:
+        require_positive_int(settings["limit"], file, "settings.limit")
+    require_int(settings["seed"], file, "settings.seed", 0)
     if not isinstance(settings["generate"], dict):
         got = settings["generate"]
         raise SpecError(file, "settings.generate", f"must be a mapping of generate() arguments, got {got!r}")
@@ -140,8 +144,14 @@ def resolve_settings(config: dict, file: str = "<config>") -> dict:
 
 
 def check(config: dict, searched_names: list[str], file: str) -> None:
-    """Before a sweep: the settings are valid (any generate() argument may be searched)."""
-    resolve_settings(config, file)
+    """Before a sweep: the settings are valid (any generate() argument may be searched), and the split to decode
+    (and the training texts of a model built from a mapping) read as the trials will read them."""
+    from search.corpora import load_pairs
+
+    settings = resolve_settings(config, file)
+    load_pairs(config["data"], settings["split"], file, limit=settings["limit"])
+    if isinstance(config["model"], dict):
+        load_pairs(config["data"], "train", file, limit=settings["train_size"])
 
 
 def run(config: dict) -> dict:

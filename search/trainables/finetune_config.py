@@ -10,6 +10,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from search.checks import is_int, is_number
+from search.corpora import load_pairs
 from search.errors import SpecError
 from search.sections import SECTIONS, searched
 
@@ -121,9 +122,12 @@ def resolve_config(config: dict, file: str = "<config>") -> FinetuneConfig:
 
 
 def check(config: dict, searched_names: list[str], file: str) -> None:
-    """Before a sweep: every searched name is a finetune hyperparameter, and the settings and constants are valid."""
+    """Before a sweep: every searched name is a finetune hyperparameter, the settings and constants are valid, and
+    the train and dev splits read as the trials will read them."""
     for name in searched_names:
         if name not in HPARAM_DEFAULTS:
             valid = ", ".join(HPARAM_DEFAULTS)
             raise SpecError(file, f"parameters.{name}", f"unknown finetune parameter; valid ones are {valid}")
-    resolve_config(config, file)
+    cfg = resolve_config(config, file)
+    load_pairs(cfg.data, "train", file, limit=cfg.settings["train_size"])  # read as the trials will
+    load_pairs(cfg.data, "dev", file, limit=cfg.settings["eval_size"])

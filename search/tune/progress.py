@@ -1,15 +1,20 @@
-"""Live progress of a sweep, one line at a time: trials done / running / pending / errored and the best so far.
+"""Callbacks that watch a sweep: live progress, one line at a time (trials done / running / pending / errored and the
+best so far), and good copies of the state a resume needs.
 
 Ray's own reporter prints a large table per update; a line per event reads well in a terminal and in CI logs alike.
 """
 
 from __future__ import annotations
 
+import math
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from ray import tune
+
+from search.rundir import keep_good_state
 
 MIN_INTERVAL_S = 5.0  # at most one line per interval for results; trial completions and errors always print
 
@@ -25,10 +30,13 @@ class ProgressCallback(tune.Callback):
         return {**self.__dict__, "stream": None}
 
     def _best(self, trials: list) -> tuple[float, Any] | None:
+        """The best last value among trials that have not errored; NaN and infinities never count."""
         best = None
         for t in trials:
             v = (t.last_result or {}).get(self.metric)
-            if isinstance(v, int | float) and (best is None or (v > best[0] if self.mode == "max" else v < best[0])):
+            if t.status == "ERROR" or isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+                continue
+            if best is None or (v > best[0] if self.mode == "max" else v < best[0]):
                 best = (v, t)
         return best
 
@@ -62,3 +70,23 @@ class ProgressCallback(tune.Callback):
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._line(trials, f"{trial.trial_id} ERROR (see {trial.local_path}/error.txt)")
+
+
+class StateKeeper(tune.Callback):
+    """Keeps good copies of Ray's snapshot and ``tuner.pkl`` (``search.rundir.keep_good_state``) as the sweep goes,
+    so that a run a full disk stopped can be resumed."""
+
+    def __init__(self, run_dir: Path, every_s: float = 2.0):
+        self.run_dir, self.every_s = run_dir, every_s
+        self._last = 0.0
+
+    def _keep(self, force: bool = False) -> None:
+        if force or time.monotonic() - self._last >= self.every_s:
+            keep_good_state(self.run_dir)
+            self._last = time.monotonic()
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        self._keep()
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._keep(force=True)

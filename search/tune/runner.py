@@ -6,20 +6,27 @@ saved in the run directory (``search.rundir``), so that ``resume``, ``rank`` and
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import random
-from collections.abc import Callable
+import shutil
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from search.errors import SpecError
-from search.rundir import load_saved_spec, save_spec, unique_run_dir
+from search.errors import Interrupted, RunError, SpecError
+from search.rundir import check_resumable, claim_run_dir, load_saved_spec, save_spec
 from search.spec import Param, Spec, trial_config
 from search.spec.params import put_nested
 from search.trainables.common import use_trial_cpus
 from search.tune.registry import SCHEDULERS, build_scheduler, build_search_alg, check_spec, num_samples
 
+MIN_FREE = 1 << 20  # bytes free on the run's disk below which a sweep counts as stopped by a full disk
 DATA_NON_PATH_KEYS = ("corpus", "format", "source_field", "target_field", "split", "name", "delimiter", "limit")
 
 
@@ -28,7 +35,8 @@ class Plan:
     """Everything the Tuner needs, built from a spec without side effects."""
 
     spec: Spec
-    run_dir: Path
+    storage: Path
+    name: str  # the run directory is the first free of storage/name, name-2, ... (claimed when the run starts)
     param_space: dict
     trial_fn: Callable
 
@@ -68,9 +76,11 @@ def preflight(spec: Spec, sections: dict) -> None:
     if spec.trainable not in TRAINABLES:
         return  # a user's function owns its sections
     if "model" in sections:
-        from search.models import validate_model
+        from search.models import check_loadable, validate_model
 
         validate_model(sections["model"], spec.file)
+        if isinstance(sections["model"], str):
+            check_loadable(sections["model"], spec.file)
     if "data" in sections:
         from search.corpora import validate_data
 
@@ -106,7 +116,7 @@ def _make_trial_fn(fn: Callable, params: tuple[Param, ...]) -> Callable:
     return trial
 
 
-def plan(spec: Spec, *, storage: str | None = None, name: str | None = None, run_dir: Path | None = None) -> Plan:
+def plan(spec: Spec, *, storage: str | None = None, name: str | None = None) -> Plan:
     """Build the Tuner's inputs; raises SpecError/DataError before anything is written."""
     from search.trainables import load_function, load_hook
     from search.tune.space import candidates, param_space
@@ -120,8 +130,7 @@ def plan(spec: Spec, *, storage: str | None = None, name: str | None = None, run
         sections["settings"] = prepare(dict(sections["settings"]), candidates(spec.parameters))
     fn = load_function(spec.trainable, spec.base_dir, spec.file)
     space = {**param_space(spec.parameters, spec.method), **sections}
-    target = run_dir or unique_run_dir(storage_path, name or spec.name)
-    return Plan(spec=spec, run_dir=target, param_space=space, trial_fn=_make_trial_fn(fn, spec.parameters))
+    return Plan(spec, storage_path, name or spec.name, space, _make_trial_fn(fn, spec.parameters))
 
 
 def _init_ray(address: str | None) -> None:
@@ -141,22 +150,20 @@ def _init_ray(address: str | None) -> None:
 
 
 def _callbacks(spec: Spec, run_dir: Path, progress: bool) -> list:
-    from search.tune.progress import ProgressCallback
+    from search.tune.progress import ProgressCallback, StateKeeper
 
-    callbacks: list = [ProgressCallback(spec.metric.name, spec.metric.mode)] if progress else []
+    callbacks: list = [StateKeeper(run_dir)]
+    if progress:
+        callbacks.append(ProgressCallback(spec.metric.name, spec.metric.mode))
     mode = spec.wandb.get("mode", "disabled" if not spec.wandb else "offline")
     if mode != "disabled":
-        from ray.air.integrations.wandb import WandbLoggerCallback
+        from search.tune.wandb import WandbCallback
 
         project = spec.wandb.get("project") or spec.extra.get("project") or spec.name
         kwargs = {k: spec.wandb[k] for k in ("entity", "group", "tags") if k in spec.wandb}
         if "entity" not in kwargs and "entity" in spec.extra:
             kwargs["entity"] = spec.extra["entity"]
-        if mode == "offline" and not os.environ.get("WANDB_API_KEY"):
-            # Ray's callback insists on a key even offline; offline runs never authenticate, and `wandb sync`
-            # later uses the user's own login.
-            kwargs["api_key"] = "0" * 40
-        callbacks.append(WandbLoggerCallback(project=project, mode=mode, dir=str(run_dir), **kwargs))
+        callbacks.append(WandbCallback(project=project, mode=mode, dir=str(run_dir), **kwargs))
     return callbacks
 
 
@@ -178,6 +185,57 @@ def _run_config(spec: Spec, run_dir: Path, progress: bool) -> Any:
         sync_config=tune.SyncConfig(sync_artifacts=True),
         verbose=0,
     )
+
+
+@contextlib.contextmanager
+def _stop_gracefully_on_signals() -> Iterator[threading.Event]:
+    """Ctrl-C (SIGINT) and SIGTERM stop the sweep the way Ray Tune stops it on SIGUSR1: the state is saved and the
+    trials end, never mid-write. The event tells whether that happened; a second signal interrupts at once."""
+    stopped = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stopped
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        stopped.set()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, previous[sig])
+        os.kill(os.getpid(), signal.SIGUSR1)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # Ray's own SIGINT handler would replace ours
+    try:
+        yield stopped
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, previous[sig])
+
+
+def _disk_error(error: Exception, run_dir: Path) -> Exception:
+    """A sweep Ray could not finish writing, as one line with the path and errno (a full disk leaves Ray failing on
+    a truncated file rather than on the write itself); any other error as it is."""
+    cause: BaseException | None = error
+    while cause is not None and not (isinstance(cause, OSError) and cause.errno is not None):
+        cause = cause.__cause__ or cause.__context__
+    if cause is None and shutil.disk_usage(run_dir).free >= MIN_FREE:
+        return error
+    where, what = (cause.filename, cause.strerror) if cause is not None else (run_dir, os.strerror(errno.ENOSPC))
+    code = cause.errno if cause is not None else errno.ENOSPC
+    return RunError(f"{where or run_dir}: {what} (errno {code}); free space, then `search resume {run_dir}`")
+
+
+def _fit(tuner: Any, run_dir: Path) -> Any:
+    """``tuner.fit()``; raises :class:`Interrupted` when a signal stopped it with trials unfinished."""
+    with _stop_gracefully_on_signals() as stopped:
+        try:
+            results = tuner.fit()
+        except Exception as error:
+            raise _disk_error(error, run_dir) from error
+    if shutil.disk_usage(run_dir).free < MIN_FREE:  # trials failed on it, or Ray could not save their state
+        raise _disk_error(RuntimeError("the disk filled up"), run_dir)
+    if stopped.is_set():
+        raise Interrupted(str(run_dir))
+    return results
 
 
 def _with_resources(p: Plan) -> Any:
@@ -207,7 +265,8 @@ def run(
     if spec.seed is not None:
         random.seed(spec.seed)  # PBT's explore/exploit draws from Python's random
     _init_ray(address)
-    save_spec(spec, p.run_dir, cuts_trials=SCHEDULERS[spec.scheduler.type].cuts_trials)
+    run_dir = claim_run_dir(p.storage, p.name)
+    save_spec(spec, run_dir, cuts_trials=SCHEDULERS[spec.scheduler.type].cuts_trials)
     tuner = tune.Tuner(
         _with_resources(p),
         param_space=p.param_space,
@@ -217,9 +276,9 @@ def run(
             num_samples=num_samples(spec),
             reuse_actors=True,  # a worker keeps its loaded model and imports between trials
         ),
-        run_config=_run_config(spec, p.run_dir, progress),
+        run_config=_run_config(spec, run_dir, progress),
     )
-    return tuner.fit(), p.run_dir
+    return _fit(tuner, run_dir), run_dir
 
 
 def resume(run_dir: str | Path, *, address: str | None = None) -> tuple[Any, Path]:
@@ -231,9 +290,9 @@ def resume(run_dir: str | Path, *, address: str | None = None) -> tuple[Any, Pat
 
     run_dir = Path(run_dir).resolve()
     spec = load_saved_spec(run_dir)
-    if not (run_dir / "tuner.pkl").is_file():
-        raise SpecError(str(run_dir), "", "the sweep never started (no tuner.pkl); start it again with `search run`")
-    p = plan(spec, storage=str(run_dir.parent), run_dir=run_dir)
+    for line in check_resumable(run_dir):
+        print(line, file=sys.stderr)
+    p = plan(spec, storage=str(run_dir.parent), name=run_dir.name)
     _init_ray(address)
     tuner = tune.Tuner.restore(
         str(run_dir),
@@ -243,4 +302,4 @@ def resume(run_dir: str | Path, *, address: str | None = None) -> tuple[Any, Pat
         resume_errored=False,
         restart_errored=False,
     )
-    return tuner.fit(), run_dir
+    return _fit(tuner, run_dir), run_dir
