@@ -219,7 +219,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         os_error = _os_error(e)
         if os_error is None:
             raise
-        print(f"{os_error.filename or 'search'}: {os_error.strerror or os_error} (errno {os_error.errno})", file=sys.stderr)
+        print(
+            f"{os_error.filename or 'search'}: {os_error.strerror or os_error} (errno {os_error.errno})",
+            file=sys.stderr,
+        )
         return 1
     except KeyboardInterrupt:
         print("interrupted; continue with `search resume RUN_DIR`", file=sys.stderr)

@@ -122,7 +122,9 @@ def check_resumable(run_dir: Path, min_free: int = 1 << 20) -> list[str]:
         repaired.append(f"{tuner}: was empty; put back from {GOOD_TUNER}")
     states = sorted(run_dir.glob(STATE_PATTERN))
     if not states:
-        raise RunError(f"{run_dir}: no {STATE_PATTERN} (no trial was recorded); start the sweep again with `search run`")
+        raise RunError(
+            f"{run_dir}: no {STATE_PATTERN} (no trial was recorded); start the sweep again with `search run`"
+        )
     if _snapshot(states[-1]) is None:
         if _snapshot(run_dir / GOOD_STATE) is None:
             raise RunError(f"{states[-1]}: damaged, and no good copy; resuming would start the sweep over")
@@ -248,4 +250,16 @@ def read_run(run_dir: str | Path) -> Run:
     return Run(dir=run_dir, spec=spec, cuts_trials=bool(record.get("cuts_trials", False)))
 
 
-__all__ = ["SPEC_FILE", "Run", "Trial", "check_resumable", "claim_run_dir", "keep_good_state", "load_saved_spec", "read_lines", "read_run", "save_spec", "unique_run_dir"]
+__all__ = [
+    "SPEC_FILE",
+    "Run",
+    "Trial",
+    "check_resumable",
+    "claim_run_dir",
+    "keep_good_state",
+    "load_saved_spec",
+    "read_lines",
+    "read_run",
+    "save_spec",
+    "unique_run_dir",
+]
