@@ -12,7 +12,7 @@ import sys
 from collections import Counter
 from collections.abc import Sequence
 
-from search.errors import Interrupted, RunError, UserError
+from search.errors import Interrupted, RunError, UserError, os_error_behind, os_error_line
 
 # Ray's new console output prints a large table per update; our ProgressCallback prints a line instead.
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
@@ -197,17 +197,6 @@ COMMANDS = {
 }
 
 
-def _os_error(error: BaseException) -> OSError | None:
-    """The OSError (full disk, permission denied, ...) behind an error, through its causes, or None."""
-    seen = set()
-    while error is not None and id(error) not in seen:
-        if isinstance(error, OSError) and error.errno is not None:
-            return error
-        seen.add(id(error))
-        error = error.__cause__ or error.__context__
-    return None
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -216,13 +205,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(str(e), file=sys.stderr)
         return e.exit_code
     except Exception as e:
-        os_error = _os_error(e)
+        os_error = os_error_behind(e)
         if os_error is None:
             raise
-        print(
-            f"{os_error.filename or 'search'}: {os_error.strerror or os_error} (errno {os_error.errno})",
-            file=sys.stderr,
-        )
+        print(os_error_line(os_error), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted; continue with `search resume RUN_DIR`", file=sys.stderr)

@@ -43,6 +43,22 @@ class DataError(_Located):
     """A data file or data section is unusable (missing file, missing field, empty split, unequal lengths)."""
 
 
+def os_error_behind(error: BaseException | None) -> OSError | None:
+    """The OSError with an errno (full disk, permission denied, ...) behind an error, through its causes, or None."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, OSError) and error.errno is not None:
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def os_error_line(error: OSError, default_path: object = "search") -> str:
+    """``PATH: what went wrong (errno N)``."""
+    return f"{error.filename or default_path}: {error.strerror or error} (errno {error.errno})"
+
+
 class RunError(Exception):
     """A sweep or an OS operation failed, not through a user mistake: one line, exit code 1."""
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from search.errors import Interrupted, RunError, SpecError
+from search.errors import Interrupted, RunError, SpecError, os_error_behind, os_error_line
 from search.rundir import check_resumable, claim_run_dir, load_saved_spec, save_spec
 from search.spec import Param, Spec, trial_config
 from search.spec.params import put_nested
@@ -214,14 +214,12 @@ def _stop_gracefully_on_signals() -> Iterator[threading.Event]:
 def _disk_error(error: Exception, run_dir: Path) -> Exception:
     """A sweep Ray could not finish writing, as one line with the path and errno (a full disk leaves Ray failing on
     a truncated file rather than on the write itself); any other error as it is."""
-    cause: BaseException | None = error
-    while cause is not None and not (isinstance(cause, OSError) and cause.errno is not None):
-        cause = cause.__cause__ or cause.__context__
-    if cause is None and shutil.disk_usage(run_dir).free >= MIN_FREE:
-        return error
-    where, what = (cause.filename, cause.strerror) if cause is not None else (run_dir, os.strerror(errno.ENOSPC))
-    code = cause.errno if cause is not None else errno.ENOSPC
-    return RunError(f"{where or run_dir}: {what} (errno {code}); free space, then `search resume {run_dir}`")
+    cause = os_error_behind(error)
+    if cause is None:
+        if shutil.disk_usage(run_dir).free >= MIN_FREE:
+            return error
+        cause = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    return RunError(f"{os_error_line(cause, run_dir)}; free space, then `search resume {run_dir}`")
 
 
 def _fit(tuner: Any, run_dir: Path) -> Any:
