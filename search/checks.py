@@ -54,4 +54,17 @@ def require_positive_int(value: Any, file: str, key: str) -> int:
     return value
 
 
-__all__ = ["is_int", "is_number", "require_int", "require_number", "require_positive_int"]
+def require_local_dir(value: Any, file: str, key: str) -> str:
+    """A directory path on a local or shared filesystem. A URI (``s3://``, ``gs://``) is refused in one line rather
+    than taken as a relative path (``s3:`` would become a local directory and the run would seem to succeed)."""
+    if not isinstance(value, str) or not value:
+        raise SpecError(file, key, f"must be a directory path, got {value!r}")
+    if "://" in value:
+        raise SpecError(
+            file, key, f"URIs are not supported yet, got {value!r}; give a local directory, or on a cluster a "
+            "shared filesystem every node mounts"
+        )  # fmt: skip
+    return value
+
+
+__all__ = ["is_int", "is_number", "require_int", "require_local_dir", "require_number", "require_positive_int"]

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from search.checks import is_int, is_number, require_int, require_number
+from search.checks import is_int, is_number, require_int, require_local_dir, require_number
 from search.errors import SpecError
 from search.spec.layers import WANDB_ONLY_KEYS, load_raw
 from search.spec.model import (
@@ -162,9 +162,7 @@ def _running(raw: Mapping, file: str) -> dict[str, Any]:
     for key, low in (("max_concurrent", 1), ("seed", 0)):
         if optional_int[key] is not None:
             require_int(optional_int[key], file, key, low)
-    storage = raw.get("storage", "./runs")
-    if not isinstance(storage, str) or not storage:
-        raise SpecError(file, "storage", f"must be a directory path, got {storage!r}")
+    storage = require_local_dir(raw.get("storage", "./runs"), file, "storage")
     name = raw.get("name", Path(file).stem)
     if not isinstance(name, str) or not name or "/" in name:
         raise SpecError(file, "name", f"must be a plain name without '/', got {name!r}")

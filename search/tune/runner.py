@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from search.checks import require_local_dir
 from search.errors import Interrupted, RunError, SpecError, os_error_behind, os_error_line
 from search.rundir import check_resumable, claim_run_dir, load_saved_spec, save_spec
 from search.spec import Param, Spec, trial_config
@@ -122,7 +123,8 @@ def plan(spec: Spec, *, storage: str | None = None, name: str | None = None) -> 
     from search.tune.space import candidates, param_space
 
     check_spec(spec)
-    storage_path = Path(storage or spec.storage).expanduser().resolve()
+    where = "--storage" if storage else "storage"
+    storage_path = Path(require_local_dir(storage or spec.storage, spec.file, where)).expanduser().resolve()
     sections = resolved_sections(spec, storage_path / ".cache")
     preflight(spec, sections)
     prepare = load_hook(spec.trainable, "prepare")
