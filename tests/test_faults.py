@@ -399,3 +399,17 @@ def test_a_storage_uri_is_refused_instead_of_becoming_a_local_directory(write_sp
         "cluster a shared filesystem every node mounts"
     ]
     assert not (tmp_path / "s3:").exists()
+
+
+def test_a_trial_that_still_fails_on_its_data_names_the_sweep_file(tmp_path):
+    """The runner gives the built-in trainables the sweep file, named in the errors a trial raises."""
+    from search.trainables.decode import decode_and_score
+    from search.tune.runner import resolved_sections
+
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(HEAD + "trainable: decode\n" + TINY + "data: {dev: {source: dev.en, reference: dev.es}}\n")
+    sections = resolved_sections(load_spec(sweep), tmp_path / "cache")
+    assert sections["settings"]["spec_file"] == str(sweep)
+    with pytest.raises(DataError) as caught:  # the files vanished after the sweep started
+        decode_and_score({**sections, "num_beams": 2})
+    assert str(caught.value).startswith(f"{sweep}: data.dev.source: file not found")

@@ -50,6 +50,7 @@ SETTING_DEFAULTS: dict[str, Any] = {
     "seed": 0,  # initialises a model given as a mapping, and seeds sampling
     "train_size": 2000,  # training texts for the tokenizer of a model given as a mapping (smoke tests)
     "cache_dir": "./runs/.cache",  # shared decode results and tokenizers (the runner sets an absolute path)
+    "spec_file": "<config>",  # named in the errors a trial raises (the runner sets the sweep file)
     "decode_plan": {},  # set by `prepare`: {"grid": {name: [values]}, "continuous": [names]}
 }
 _MODELS: dict[str, tuple[Any, Any]] = {}  # one model per worker process, keyed by its fingerprint
@@ -90,7 +91,7 @@ def load(model_spec: Any, settings: dict, data: dict):
         def train_texts() -> list[str]:
             from search.corpora import load_pairs
 
-            pairs = load_pairs(data, "train", limit=settings["train_size"])
+            pairs = load_pairs(data, "train", settings["spec_file"], limit=settings["train_size"])
             return pairs.sources + pairs.references
 
         torch.manual_seed(settings["seed"])
@@ -122,8 +123,10 @@ def decode_pass(model, tokenizer, batches, configs: list[dict], shared: dict, se
     return entries, seconds
 
 
-def resolve_settings(config: dict, file: str = "<config>") -> dict:
-    """The trial's settings with every default filled in and checked (a SpecError naming ``settings.KEY``)."""
+def resolve_settings(config: dict, file: str | None = None) -> dict:
+    """The trial's settings with every default filled in and checked (a SpecError naming ``file`` (default:
+    ``settings.spec_file``) and ``settings.KEY``)."""
+    file = file or (config.get("settings") or {}).get("spec_file") or SETTING_DEFAULTS["spec_file"]
     unknown = sorted(set(config.get("settings") or {}) - set(SETTING_DEFAULTS))
     if unknown:
         valid = ", ".join(SETTING_DEFAULTS)
@@ -200,7 +203,7 @@ def decode_and_score(config: dict) -> tuple[dict, list[str], list[str], dict]:
     from search.corpora import load_pairs
 
     settings = resolve_settings(config)
-    pairs = load_pairs(config["data"], settings["split"], limit=settings["limit"])
+    pairs = load_pairs(config["data"], settings["split"], settings["spec_file"], limit=settings["limit"])
     shared, args = shared_args(settings), generation_args(config)
     entry, canon, from_cache = _decoded(config, settings, pairs, args, shared)
     metrics = {

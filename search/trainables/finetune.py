@@ -387,6 +387,6 @@ def finetune(config: dict) -> None:
 
     hf_logging.disable_progress_bar()
     cfg = resolve_config(config)
-    train_pairs = load_pairs(cfg.data, "train", limit=cfg.settings["train_size"])
-    dev_pairs = load_pairs(cfg.data, "dev", limit=cfg.settings["eval_size"])
+    train_pairs = load_pairs(cfg.data, "train", cfg.settings["spec_file"], limit=cfg.settings["train_size"])
+    dev_pairs = load_pairs(cfg.data, "dev", cfg.settings["spec_file"], limit=cfg.settings["eval_size"])
     run_trial(cfg, train_pairs, dev_pairs)

@@ -38,6 +38,7 @@ SETTING_DEFAULTS: dict[str, Any] = {
     "train_size": None,  # use only the first N training pairs (None: the whole split); smoke tests use a few hundred
     "cache_dir": "./runs/.cache",  # trained tokenizers shared by trials (the runner sets an absolute path)
     "output_dir": "./runs/finetune",  # checkpoints when called outside Tune (Tune stores them itself)
+    "spec_file": "<config>",  # named in the errors a trial raises (the runner sets the sweep file)
 }
 
 
@@ -80,12 +81,14 @@ def _check_number(file: str, key: str, value: Any, low: float, integer: bool, po
         raise SpecError(file, key, f"must be {kind} {rule}, got {value!r}")
 
 
-def resolve_config(config: dict, file: str = "<config>") -> FinetuneConfig:
+def resolve_config(config: dict, file: str | None = None) -> FinetuneConfig:
     """Fill in defaults and check a flat trial config.
 
     Raises:
-        SpecError: for an unknown key, or a value of the wrong type or range.
+        SpecError: for an unknown key, or a value of the wrong type or range, naming ``file`` (default: the
+            ``settings.spec_file`` the runner sets).
     """
+    file = file or (config.get("settings") or {}).get("spec_file") or SETTING_DEFAULTS["spec_file"]
     unknown = sorted(set(searched(config)) - set(HPARAM_DEFAULTS))
     if unknown:
         valid = ", ".join([*HPARAM_DEFAULTS, *sorted(SECTIONS)])

@@ -57,8 +57,13 @@ def _resolve_data_paths(data: Any, base: Path, key: str = "") -> Any:
 
 
 def resolved_sections(spec: Spec, cache_dir: Path) -> dict:
-    """``model``, ``data`` and ``settings`` as the trainable receives them: absolute paths, ``cache_dir`` added."""
+    """``model``, ``data`` and ``settings`` as the trainable receives them: absolute paths, ``cache_dir`` (and for a
+    built-in trainable ``spec_file``) added."""
+    from search.trainables import TRAINABLES
+
     out: dict[str, Any] = {"settings": {**spec.settings, "cache_dir": str(cache_dir)}}
+    if spec.trainable in TRAINABLES:  # the built-in trainables name the sweep file in the errors a trial raises
+        out["settings"]["spec_file"] = spec.file
     if spec.model is not None:
         out["model"] = _resolve_path(spec.model, spec.base_dir) if isinstance(spec.model, str) else dict(spec.model)
     if spec.data:
