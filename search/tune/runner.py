@@ -210,12 +210,17 @@ def _stop_gracefully_on_signals() -> Iterator[threading.Event]:
         os.kill(os.getpid(), signal.SIGUSR1)
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    ray_handler = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # Ray's own SIGINT handler would replace ours
     try:
         yield stopped
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, previous[sig])
+        if ray_handler is None:
+            os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
+        else:
+            os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = ray_handler
 
 
 def _disk_error(error: Exception, run_dir: Path) -> Exception:
@@ -230,7 +235,8 @@ def _disk_error(error: Exception, run_dir: Path) -> Exception:
 
 
 def _fit(tuner: Any, run_dir: Path) -> Any:
-    """``tuner.fit()``; raises :class:`Interrupted` when a signal stopped it with trials unfinished."""
+    """``tuner.fit()``; a full disk or another OS error becomes one :class:`RunError` line, and a sweep a signal
+    stopped raises :class:`Interrupted`."""
     with _stop_gracefully_on_signals() as stopped:
         try:
             results = tuner.fit()
