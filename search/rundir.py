@@ -41,6 +41,7 @@ SPEC_FILE = "search_spec.yaml"
 STATE_PATTERN = "experiment_state-*.json"  # Ray's TuneController.CKPT_FILE_TMPL
 GOOD_STATE = "experiment_state.good.json"  # the newest whole snapshot (outside Ray's pattern)
 GOOD_TUNER = "tuner.good.pkl"
+MIN_FREE = 1 << 20  # bytes free on a run's disk below which it counts as full (Ray cannot save its state there)
 _PICKLED = object()  # stands for a value Ray could only pickle
 
 
@@ -81,8 +82,12 @@ def _record(run_dir: Path) -> dict:
 
 def load_saved_spec(run_dir: str | Path) -> Spec:
     """The spec a run was started with (as saved in its run directory), checked as YAML only."""
-    record = _record(Path(run_dir))
-    return validate(record["spec"], record["file"])
+    return read_run(run_dir).spec
+
+
+def disk_full(run_dir: Path) -> bool:
+    """Whether the run's disk has less than ``MIN_FREE`` bytes free."""
+    return shutil.disk_usage(run_dir).free < MIN_FREE
 
 
 def _snapshot(path: Path) -> dict | None:
@@ -106,14 +111,14 @@ def keep_good_state(run_dir: Path) -> None:
             atomic_write(run_dir / GOOD_TUNER, tuner.read_bytes())
 
 
-def check_resumable(run_dir: Path, min_free: int = 1 << 20) -> list[str]:
+def check_resumable(run_dir: Path) -> list[str]:
     """Make a run resumable or refuse in one line: Ray would start a damaged run over and overwrite ``tuner.pkl``,
     losing every finished trial. A truncated snapshot or ``tuner.pkl`` is put back from the good copies that
     :func:`keep_good_state` kept; returns what was put back."""
     tuner, repaired = run_dir / "tuner.pkl", []
     if not tuner.is_file():
         raise SpecError(str(run_dir), "", "the sweep never started (no tuner.pkl); start it again with `search run`")
-    if shutil.disk_usage(run_dir).free < min_free:
+    if disk_full(run_dir):
         raise RunError(f"{run_dir}: No space left on device (errno {errno.ENOSPC}); free space, then resume")
     if tuner.stat().st_size == 0:
         if not (run_dir / GOOD_TUNER).is_file():
@@ -251,11 +256,13 @@ def read_run(run_dir: str | Path) -> Run:
 
 
 __all__ = [
+    "MIN_FREE",
     "SPEC_FILE",
     "Run",
     "Trial",
     "check_resumable",
     "claim_run_dir",
+    "disk_full",
     "keep_good_state",
     "load_saved_spec",
     "read_lines",

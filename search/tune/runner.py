@@ -10,7 +10,6 @@ import contextlib
 import errno
 import os
 import random
-import shutil
 import signal
 import sys
 import threading
@@ -21,13 +20,12 @@ from typing import Any
 
 from search.checks import require_local_dir
 from search.errors import Interrupted, RunError, SpecError, os_error_behind, os_error_line
-from search.rundir import check_resumable, claim_run_dir, load_saved_spec, save_spec
+from search.rundir import check_resumable, claim_run_dir, disk_full, load_saved_spec, save_spec
 from search.spec import Param, Spec, trial_config
 from search.spec.params import put_nested
 from search.trainables.common import use_trial_cpus
 from search.tune.registry import SCHEDULERS, build_scheduler, build_search_alg, check_spec, num_samples
 
-MIN_FREE = 1 << 20  # bytes free on the run's disk below which a sweep counts as stopped by a full disk
 DATA_NON_PATH_KEYS = ("corpus", "format", "source_field", "target_field", "split", "name", "delimiter", "limit")
 
 
@@ -228,7 +226,7 @@ def _disk_error(error: Exception, run_dir: Path) -> Exception:
     a truncated file rather than on the write itself); any other error as it is."""
     cause = os_error_behind(error)
     if cause is None:
-        if shutil.disk_usage(run_dir).free >= MIN_FREE:
+        if not disk_full(run_dir):
             return error
         cause = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
     return RunError(f"{os_error_line(cause, run_dir)}; free space, then `search resume {run_dir}`")
@@ -242,7 +240,7 @@ def _fit(tuner: Any, run_dir: Path) -> Any:
             results = tuner.fit()
         except Exception as error:
             raise _disk_error(error, run_dir) from error
-    if shutil.disk_usage(run_dir).free < MIN_FREE:  # trials failed on it, or Ray could not save their state
+    if disk_full(run_dir):  # trials failed on it, or Ray could not save their state
         raise _disk_error(RuntimeError("the disk filled up"), run_dir)
     if stopped.is_set():
         raise Interrupted(str(run_dir))
