@@ -17,6 +17,10 @@ import math
 from typing import Any
 
 from search.errors import SpecError
+from search.storage import is_uri
+
+# The storage URI schemes pyarrow opens (Ray Tune takes the same).
+STORAGE_SCHEMES = ("s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss")
 
 
 def is_int(value: Any) -> bool:
@@ -54,17 +58,22 @@ def require_positive_int(value: Any, file: str, key: str) -> int:
     return value
 
 
-def require_local_dir(value: Any, file: str, key: str) -> str:
-    """A directory path on a local or shared filesystem. A URI (``s3://``, ``gs://``) is refused in one line rather
-    than taken as a relative path (``s3:`` would become a local directory and the run would seem to succeed)."""
+def require_storage(value: Any, file: str, key: str) -> str:
+    """A directory path, or a storage URI (``s3://bucket/prefix``, ``gs://...``) whose scheme pyarrow knows."""
     if not isinstance(value, str) or not value:
-        raise SpecError(file, key, f"must be a directory path, got {value!r}")
-    if "://" in value:
-        raise SpecError(
-            file, key, f"URIs are not supported yet, got {value!r}; give a local directory, or on a cluster a "
-            "shared filesystem every node mounts"
-        )  # fmt: skip
+        raise SpecError(file, key, f"must be a directory path or a URI such as s3://bucket/prefix, got {value!r}")
+    if is_uri(value):
+        scheme, rest = value.split("://", 1)
+        if scheme.lower() not in STORAGE_SCHEMES:
+            raise SpecError(
+                file, key, f"unknown storage scheme {scheme!r} in {value!r}; use one of {', '.join(STORAGE_SCHEMES)}"
+                ", or a directory path"
+            )  # fmt: skip
+        if not rest.split("?", 1)[0].strip("/"):
+            raise SpecError(file, key, f"names no bucket, got {value!r}; write e.g. {scheme}://bucket/runs")
+    elif value.split("/", 1)[0].endswith(":"):  # "s3:/bucket": a URI missing a slash would become a local dir "s3:"
+        raise SpecError(file, key, f"looks like a URI missing '//', got {value!r}; write e.g. s3://bucket/runs")
     return value
 
 
-__all__ = ["is_int", "is_number", "require_int", "require_local_dir", "require_number", "require_positive_int"]
+__all__ = ["is_int", "is_number", "require_int", "require_number", "require_positive_int", "require_storage"]

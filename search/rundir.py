@@ -36,6 +36,7 @@ import yaml
 from search.errors import RunError, SpecError, UserError
 from search.files import atomic_write
 from search.spec import Spec, validate
+from search.storage import Remote, is_uri, mirror_dir
 
 SPEC_FILE = "search_spec.yaml"
 STATE_PATTERN = "experiment_state-*.json"  # Ray's TuneController.CKPT_FILE_TMPL
@@ -54,9 +55,13 @@ def unique_run_dir(storage: Path, name: str) -> Path:
     return candidate
 
 
-def claim_run_dir(storage: Path, name: str) -> Path:
+def claim_run_dir(storage: Path | Remote, name: str) -> Path | Remote:
     """Create and return the first free of ``storage/name``, ``name-2``, ...: creating is the claim, so two runs
-    started at once never share a directory."""
+    started at once never share a directory. On remote storage a run directory exists once a file is in it, so the
+    claim is the saved spec (:func:`save_spec`); object stores have no atomic create, so two runs of one name started
+    in the same second could share it there."""
+    if isinstance(storage, Remote):
+        return _first_free_remote(storage, name)
     storage.mkdir(parents=True, exist_ok=True)
     while True:
         candidate = unique_run_dir(storage, name)
@@ -67,10 +72,22 @@ def claim_run_dir(storage: Path, name: str) -> Path:
             continue
 
 
-def save_spec(spec: Spec, run_dir: Path, *, cuts_trials: bool) -> None:
+def _first_free_remote(storage: Remote, name: str) -> Remote:
+    candidate, n = storage.child(name), 1
+    while candidate.exists():
+        n += 1
+        candidate = storage.child(f"{name}-{n}")
+    return candidate
+
+
+def save_spec(spec: Spec, run_dir: Path | Remote, *, cuts_trials: bool) -> None:
     """Write ``search_spec.yaml``: the spec's file and merged mapping, and whether the scheduler cuts trials short."""
     record = {"file": str(Path(spec.file).resolve()), "spec": dict(spec.raw), "cuts_trials": cuts_trials}
-    atomic_write(Path(run_dir) / SPEC_FILE, yaml.safe_dump(record, sort_keys=False))
+    text = yaml.safe_dump(record, sort_keys=False)
+    if isinstance(run_dir, Remote):
+        run_dir.write_bytes(SPEC_FILE, text.encode())
+    else:
+        atomic_write(Path(run_dir) / SPEC_FILE, text)
 
 
 def _record(run_dir: Path) -> dict:
@@ -111,13 +128,18 @@ def keep_good_state(run_dir: Path) -> None:
             atomic_write(run_dir / GOOD_TUNER, tuner.read_bytes())
 
 
-def check_resumable(run_dir: Path) -> list[str]:
+def check_resumable(run_dir: Path, *, local: bool = True) -> list[str]:
     """Make a run resumable or refuse in one line: Ray would start a damaged run over and overwrite ``tuner.pkl``,
     losing every finished trial. A truncated snapshot or ``tuner.pkl`` is put back from the good copies that
-    :func:`keep_good_state` kept; returns what was put back."""
+    :func:`keep_good_state` kept; returns what was put back. ``local=False``: ``run_dir`` is the mirror of a remote
+    run (an object store writes whole files, and its disk cannot fill up), so only the files' presence is checked."""
     tuner, repaired = run_dir / "tuner.pkl", []
     if not tuner.is_file():
         raise SpecError(str(run_dir), "", "the sweep never started (no tuner.pkl); start it again with `search run`")
+    if not local:
+        if not any(run_dir.glob(STATE_PATTERN)):
+            raise RunError(f"{run_dir}: no {STATE_PATTERN} (no trial was recorded); start the sweep again")
+        return []
     if disk_full(run_dir):
         raise RunError(f"{run_dir}: No space left on device (errno {errno.ENOSPC}); free space, then resume")
     if tuner.stat().st_size == 0:
@@ -227,11 +249,29 @@ def _trial(run_dir: Path, state: list) -> Trial:
 
 @dataclass(frozen=True)
 class Run:
-    """A run directory: its spec, what the runner recorded of it, and its trials."""
+    """A run directory: its spec, what the runner recorded of it, and its trials. A run on remote storage is read
+    from its local mirror ``dir``; ``source`` is where it lives."""
 
     dir: Path
     spec: Spec
     cuts_trials: bool  # the scheduler stopped trials early (they rank as STOPPED, never as winners)
+    source: Remote | None = None
+
+    @property
+    def location(self) -> str:
+        """Where the run lives, as a user names it (a path or a URI)."""
+        return str(self.source or self.dir)
+
+    def local(self, path: Path) -> Path:
+        """``path`` (under ``dir``) with its files on this machine: a remote run's checkpoints are fetched on demand."""
+        if self.source is not None:
+            self.source.fetch(self.dir, str(Path(path).relative_to(self.dir)))
+        return path
+
+    def publish(self, paths: list[Path]) -> None:
+        """Put files written under ``dir`` (plots, tables) into the run's storage too (nothing to do locally)."""
+        if self.source is not None:
+            self.source.upload(self.dir, paths)
 
     def trials(self) -> list[Trial]:
         """Every trial in Ray's newest snapshot, in Ray's order."""
@@ -247,12 +287,34 @@ class Run:
         return next((t for t in self.trials() if t.trial_id == trial_id), None)
 
 
-def read_run(run_dir: str | Path) -> Run:
-    """The run in ``run_dir`` (a :class:`SpecError` when it is not one of ours)."""
-    run_dir = Path(run_dir).resolve()
-    record = _record(run_dir)
+def _lazy(relative: str) -> bool:
+    """A checkpoint's file: a remote run's mirror fetches it only when asked (:meth:`Run.local`)."""
+    return any(part.startswith("checkpoint_") for part in relative.split("/")[:-1])
+
+
+def mirror_run(remote: Remote) -> Path:
+    """Download what readers of a remote run need into its local mirror (``search.storage.mirror_dir``)."""
+    local = mirror_dir(remote)
+    try:
+        if not remote.child(SPEC_FILE).exists():
+            raise SpecError(str(remote), "", f"not a run directory of ours: {SPEC_FILE} is missing")
+        remote.mirror(local, lazy=_lazy)
+    except OSError as error:  # pyarrow's errors (no such bucket, no credentials, unreachable endpoint) are OSErrors
+        raise RunError(f"{remote}: {' '.join(str(error).split())}") from None
+    return local
+
+
+def read_run(run_dir: str | Path | Remote) -> Run:
+    """The run in ``run_dir``, a path or a storage URI (a :class:`SpecError` when it is not one of ours).
+
+    A remote run is first mirrored on this machine (incrementally: only new and changed files are downloaded)."""
+    source = Remote.parse(run_dir) if is_uri(run_dir) else run_dir if isinstance(run_dir, Remote) else None
+    local = mirror_run(source) if source is not None else Path(run_dir).resolve()
+    record = _record(local)
     spec = validate(record["spec"], record["file"])
-    return Run(dir=run_dir, spec=spec, cuts_trials=bool(record.get("cuts_trials", False)))
+    if source is not None and spec.storage_options:
+        source = Remote.parse(source.uri, {**dict(spec.storage_options), **dict(source.options)})
+    return Run(dir=local, spec=spec, cuts_trials=bool(record.get("cuts_trials", False)), source=source)
 
 
 __all__ = [
@@ -265,6 +327,7 @@ __all__ = [
     "disk_full",
     "keep_good_state",
     "load_saved_spec",
+    "mirror_run",
     "read_lines",
     "read_run",
     "save_spec",

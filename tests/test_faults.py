@@ -387,17 +387,16 @@ def test_a_full_disk_ends_in_one_line_and_the_run_resumes_once_there_is_space(tm
     assert resumed == [(x, "TERMINATED", None) for x in (1, 2, 3, 4)], (tmp_path / "resume.err").read_text()[-3000:]
 
 
-def test_a_storage_uri_is_refused_instead_of_becoming_a_local_directory(write_spec, tmp_path):
+def test_a_uri_missing_a_slash_is_refused_instead_of_becoming_a_local_directory(write_spec, tmp_path):
     path = write_spec("method: grid\nmetric: {name: score, goal: maximize}\ntrainable: TOY:quadratic\n"
                       "parameters: {x: {values: [1]}}\n")  # fmt: skip
     proc = subprocess.run(
-        [sys.executable, "-m", "search", "run", str(path), "--storage", "s3://bucket/runs"],
+        [sys.executable, "-m", "search", "run", str(path), "--storage", "s3:/bucket/runs"],
         capture_output=True, text=True, cwd=tmp_path,
     )  # fmt: skip
     assert proc.returncode == 2
     assert proc.stderr.splitlines() == [
-        f"{path}: --storage: URIs are not supported yet, got 's3://bucket/runs'; give a local directory, or on a "
-        "cluster a shared filesystem every node mounts"
+        f"{path}: --storage: looks like a URI missing '//', got 's3:/bucket/runs'; write e.g. s3://bucket/runs"
     ]
     assert not (tmp_path / "s3:").exists()
 

@@ -24,7 +24,7 @@ from search.report import FINISHED, Ranking, Row, rank
 from search.rundir import read_run
 
 
-def _chosen(ranking: Ranking, run_dir: Path, trial: str | None, force: bool) -> Row:
+def _chosen(ranking: Ranking, run_dir: str, trial: str | None, force: bool) -> Row:
     """The winner, or the trial asked for; an errored or unfinished one only with ``force``."""
     if trial is None:
         if ranking.best is None:
@@ -54,7 +54,7 @@ def export(
     ``generate()`` arguments as the defaults of the model in ``to`` (a decoding sweep).
 
     Args:
-        run_dir: a finished (or partial) run directory.
+        run_dir: a finished (or partial) run directory, or its storage URI.
         to: the model directory (decoding sweep: an existing one, whose ``generation_config.json`` is updated;
             fine-tune sweep: the directory to write, which must not exist unless ``force``).
         dry_run: print what would change, write nothing.
@@ -72,10 +72,9 @@ def export(
         ...     print(line)
         num_beams: 1 -> 5
     """
-    run_dir, to = Path(run_dir).resolve(), Path(to).resolve()
-    run = read_run(run_dir)
-    ranking = rank_fn(run_dir, scope=scope)
-    row = _chosen(ranking, run_dir, trial, force)
+    run, to = read_run(run_dir), Path(to).resolve()
+    ranking = rank_fn(run, scope=scope)
+    row = _chosen(ranking, run.location, trial, force)
     if row.path is not None and any(p.is_dir() for p in Path(row.path).glob("checkpoint_*")):
         return export_model(run, ranking, row, to, dry_run=dry_run, force=force)
     which = "best trial" if trial is None else "trial"

@@ -51,8 +51,8 @@ def best_checkpoint(run: Run, row: Row, metric: str, mode: str) -> Path:
     trial = run.trial(row.trial_id)
     checkpoint = trial.best_checkpoint(metric, mode) if trial is not None else None
     if checkpoint is None:
-        raise UserError(f"{run.dir}: trial {row.trial_id} kept no checkpoint; nothing to export as a model")
-    return checkpoint
+        raise UserError(f"{run.location}: trial {row.trial_id} kept no checkpoint; nothing to export as a model")
+    return run.local(checkpoint)
 
 
 def _side_files(run: Run, ranking: Ranking, row: Row, to: Path, extras: Extras) -> tuple[dict[str, Any], dict]:

@@ -17,7 +17,7 @@ from typing import Any
 from search.errors import UserError
 from search.files import atomic_write
 from search.report.ranking import Ranking, Row, rank, trial_params
-from search.rundir import load_saved_spec, read_history
+from search.rundir import read_history, read_run
 from search.spec import Spec
 
 
@@ -180,10 +180,10 @@ def plot(run_dir: str | Path, out_dir: str | Path | None = None, *, scope: str =
         >>> plot("runs/decode_seed_grid")  # doctest: +SKIP
         [PosixPath('runs/decode_seed_grid/plots/heatmap.png')]
     """
-    run_dir = Path(run_dir).resolve()
-    spec = load_saved_spec(run_dir)
-    ranking = rank(run_dir, scope=scope, bootstrap=0)
-    out = Path(out_dir) if out_dir else run_dir / "plots"
+    run = read_run(run_dir)
+    spec = run.spec
+    ranking = rank(run, scope=scope, bootstrap=0)
+    out = Path(out_dir) if out_dir else run.dir / "plots"
     out.mkdir(parents=True, exist_ok=True)
     written = [heatmap(ranking, out / "heatmap.png"), curves(ranking, out / "curves.png")]
     if spec.scheduler.type == "pbt":
@@ -191,8 +191,10 @@ def plot(run_dir: str | Path, out_dir: str | Path | None = None, *, scope: str =
     paths = [p for p in written if p is not None]
     if not paths:
         raise UserError(
-            f"{run_dir}: nothing to plot: no num_beams x length_penalty grid and no trial reported more than once"
+            f"{run.location}: nothing to plot: no num_beams x length_penalty grid and no trial reported more than once"
         )
+    if out_dir is None:
+        run.publish(paths)  # a remote run keeps its plots beside it
     return paths
 
 

@@ -177,7 +177,7 @@ def mark_ties(
 
 
 def rank(
-    run_dir: str | Path,
+    run_dir: str | Path | Run,
     *,
     metric: str | None = None,
     mode: str | None = None,
@@ -190,7 +190,7 @@ def rank(
     """Rank the trials of a run directory by ``metric`` (default: the spec's), best first.
 
     Args:
-        run_dir: a run directory (holds ``search_spec.yaml``).
+        run_dir: a run directory (holds ``search_spec.yaml``), a storage URI of one, or a run already read.
         metric, mode: default to the spec's.
         scope: ``last`` (the last report), ``best`` (the best report) or ``avg`` (the mean of all reports).
         top: keep only this many ranked rows (stopped, pending and errored ones are always listed).
@@ -202,7 +202,7 @@ def rank(
         >>> ranking = rank("runs/beam_seed_grid", scope="last")  # doctest: +SKIP
         >>> print(format_ranking(ranking, "md"))  # doctest: +SKIP
     """
-    run = read_run(run_dir)
+    run = run_dir if isinstance(run_dir, Run) else read_run(run_dir)
     metric = metric or run.spec.metric.name
     mode = mode or run.spec.metric.mode
     if mode not in ("max", "min"):

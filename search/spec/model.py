@@ -12,6 +12,9 @@ from search.spec.params import Param
 
 # Trials a random or bayes sweep runs when the spec gives no run_cap (Ray's num_samples; PBT's population).
 DEFAULT_SAMPLES = 10
+# A trial that fails (its node died, its worker crashed) is restarted this many times, from its last checkpoint
+# when it keeps them; a trial that fails on a bug fails that many times more, which costs little next to a lost node.
+DEFAULT_MAX_FAILURES = 2
 METHODS = ("grid", "random", "bayes")
 GOALS = {"maximize": "max", "minimize": "min"}
 
@@ -60,7 +63,7 @@ class Spec:
     resources: Resources
     max_concurrent: int | None
     seed: int | None
-    storage: str
+    storage: str  # a local or shared-filesystem path, or a URI (s3://bucket/prefix)
     checkpoint: Checkpointing
     wandb: Mapping[str, Any]
     model: Any
@@ -69,6 +72,8 @@ class Spec:
     columns: tuple[str, ...]  # more reported metrics shown in the ranked table, after the metric
     extra: Mapping[str, Any]  # W&B-only keys, kept as given
     raw: Mapping[str, Any]
+    storage_options: Mapping[str, Any] = field(default_factory=dict)  # the URI's filesystem options (search.storage)
+    max_failures: int = DEFAULT_MAX_FAILURES  # Ray's FailureConfig: retries of a failed trial (-1: forever)
 
     @property
     def base_dir(self) -> Path:
@@ -87,6 +92,7 @@ class Spec:
 
 
 __all__ = [
+    "DEFAULT_MAX_FAILURES",
     "DEFAULT_SAMPLES",
     "GOALS",
     "METHODS",

@@ -17,10 +17,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from search.checks import is_int, is_number, require_int, require_local_dir, require_number
+from search.checks import is_int, is_number, require_int, require_number, require_storage
 from search.errors import SpecError
 from search.spec.layers import WANDB_ONLY_KEYS, load_raw
 from search.spec.model import (
+    DEFAULT_MAX_FAILURES,
     GOALS,
     METHODS,
     SECTIONS,
@@ -31,11 +32,13 @@ from search.spec.model import (
     Spec,
 )
 from search.spec.params import parse_parameters
+from search.storage import OPTION_KEYS
 
 TOP_KEYS = (
     ("method", "metric", "parameters", "early_terminate", "run_cap", "name")
     + WANDB_ONLY_KEYS
     + ("trainable", "scheduler", "resources", "max_concurrent", "seed", "storage", "space", "checkpoint", "wandb")
+    + ("storage_options", "max_failures")
     + SECTIONS
     + ("smoke_test", "columns")
 )
@@ -146,7 +149,8 @@ def _search(raw: Mapping, file: str) -> dict[str, Any]:
 
 
 def _running(raw: Mapping, file: str) -> dict[str, Any]:
-    """``trainable``, ``resources``, ``max_concurrent``, ``seed``, ``storage``, ``name``, ``checkpoint``."""
+    """``trainable``, ``resources``, ``max_concurrent``, ``seed``, ``storage`` (a path or a URI) and
+    ``storage_options``, ``name``, ``checkpoint``, ``max_failures``."""
     trainable = raw.get("trainable")
     if trainable is not None and (not isinstance(trainable, str) or not trainable):
         raise SpecError(file, "trainable", f"must be a registered name or module:function, got {trainable!r}")
@@ -162,7 +166,10 @@ def _running(raw: Mapping, file: str) -> dict[str, Any]:
     for key, low in (("max_concurrent", 1), ("seed", 0)):
         if optional_int[key] is not None:
             require_int(optional_int[key], file, key, low)
-    storage = require_local_dir(raw.get("storage", "./runs"), file, "storage")
+    storage = require_storage(raw.get("storage", "./runs"), file, "storage")
+    options = _mapping(raw, "storage_options", file)
+    _check_keys(options, OPTION_KEYS, file, "storage_options.")
+    max_failures = require_int(raw.get("max_failures", DEFAULT_MAX_FAILURES), file, "max_failures", -1)
     name = raw.get("name", Path(file).stem)
     if not isinstance(name, str) or not name or "/" in name:
         raise SpecError(file, "name", f"must be a plain name without '/', got {name!r}")
@@ -171,7 +178,7 @@ def _running(raw: Mapping, file: str) -> dict[str, Any]:
     keep = None if ck.get("keep") is None else require_int(ck["keep"], file, "checkpoint.keep", 1)
     return {
         "trainable": trainable, "resources": resources, **optional_int, "storage": storage, "name": name,
-        "checkpoint": Checkpointing(keep=keep),
+        "checkpoint": Checkpointing(keep=keep), "storage_options": dict(options), "max_failures": max_failures,
     }  # fmt: skip
 
 

@@ -12,17 +12,19 @@ import os
 import random
 import signal
 import sys
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from search.checks import require_local_dir
+from search.checks import require_storage
 from search.errors import Interrupted, RunError, SpecError, os_error_behind, os_error_line
-from search.rundir import check_resumable, claim_run_dir, disk_full, load_saved_spec, save_spec
+from search.rundir import check_resumable, claim_run_dir, disk_full, read_run, save_spec
 from search.spec import Param, Spec, trial_config
 from search.spec.params import put_nested
+from search.storage import Remote, is_uri, local_path, ray_storage
 from search.trainables.common import use_trial_cpus
 from search.tune.registry import SCHEDULERS, build_scheduler, build_search_alg, check_spec, num_samples
 
@@ -34,7 +36,7 @@ class Plan:
     """Everything the Tuner needs, built from a spec without side effects."""
 
     spec: Spec
-    storage: Path
+    storage: Path | Remote  # a local (or shared) directory, or remote storage every node writes to
     name: str  # the run directory is the first free of storage/name, name-2, ... (claimed when the run starts)
     param_space: dict
     trial_fn: Callable
@@ -126,16 +128,22 @@ def plan(spec: Spec, *, storage: str | None = None, name: str | None = None) -> 
     from search.tune.space import candidates, param_space
 
     check_spec(spec)
-    where = "--storage" if storage else "storage"
-    storage_path = Path(require_local_dir(storage or spec.storage, spec.file, where)).expanduser().resolve()
-    sections = resolved_sections(spec, storage_path / ".cache")
+    location = require_storage(storage or spec.storage, spec.file, "--storage" if storage else "storage")
+    if is_uri(location):
+        where: Path | Remote = Remote.parse(location, dict(spec.storage_options))
+        # Tokenizers and decoded passes are cached per node: remote storage is no place for a cache.
+        cache_dir = Path(tempfile.gettempdir()) / "search-cache"
+    else:
+        where = local_path(location)
+        cache_dir = where / ".cache"
+    sections = resolved_sections(spec, cache_dir)
     preflight(spec, sections)
     prepare = load_hook(spec.trainable, "prepare")
     if prepare is not None:
         sections["settings"] = prepare(dict(sections["settings"]), candidates(spec.parameters))
     fn = load_function(spec.trainable, spec.base_dir, spec.file)
     space = {**param_space(spec.parameters, spec.method), **sections}
-    return Plan(spec, storage_path, name or spec.name, space, _make_trial_fn(fn, spec.parameters))
+    return Plan(spec, where, name or spec.name, space, _make_trial_fn(fn, spec.parameters))
 
 
 def _init_ray(address: str | None) -> None:
@@ -154,10 +162,11 @@ def _init_ray(address: str | None) -> None:
     ray.init(address=address, **kwargs)
 
 
-def _callbacks(spec: Spec, run_dir: Path, progress: bool) -> list:
+def _callbacks(spec: Spec, run_dir: Path | Remote, progress: bool) -> list:
     from search.tune.progress import ProgressCallback, StateKeeper
 
-    callbacks: list = [StateKeeper(run_dir)]
+    # Good copies guard against a full local disk; an object store writes whole objects.
+    callbacks: list = [StateKeeper(run_dir)] if isinstance(run_dir, Path) else []
     if progress:
         callbacks.append(ProgressCallback(spec.metric.name, spec.metric.mode))
     mode = spec.wandb.get("mode", "disabled" if not spec.wandb else "offline")
@@ -168,23 +177,27 @@ def _callbacks(spec: Spec, run_dir: Path, progress: bool) -> list:
         kwargs = {k: spec.wandb[k] for k in ("entity", "group", "tags") if k in spec.wandb}
         if "entity" not in kwargs and "entity" in spec.extra:
             kwargs["entity"] = spec.extra["entity"]
-        callbacks.append(WandbCallback(project=project, mode=mode, dir=str(run_dir), **kwargs))
+        wandb_dir = run_dir if isinstance(run_dir, Path) else Path(tempfile.gettempdir()) / "search-wandb"
+        callbacks.append(WandbCallback(project=project, mode=mode, dir=str(wandb_dir), **kwargs))
     return callbacks
 
 
-def _run_config(spec: Spec, run_dir: Path, progress: bool) -> Any:
+def _run_config(spec: Spec, run_dir: Path | Remote, progress: bool) -> Any:
     from ray import tune
 
+    storage_path, filesystem = ray_storage(run_dir.parent)
     return tune.RunConfig(
         name=run_dir.name,
-        storage_path=str(run_dir.parent),
+        storage_path=storage_path,
+        storage_filesystem=filesystem,
         callbacks=_callbacks(spec, run_dir, progress),
         checkpoint_config=tune.CheckpointConfig(
             num_to_keep=spec.checkpoint.keep or (4 if spec.scheduler.type == "pbt" else 2),
             checkpoint_score_attribute=spec.metric.name,
             checkpoint_score_order=spec.metric.mode,
         ),
-        failure_config=tune.FailureConfig(max_failures=0),
+        # A trial whose node died (or whose worker crashed) is restarted from its last checkpoint.
+        failure_config=tune.FailureConfig(max_failures=spec.max_failures),
         # Trials run in a working directory of Ray's; files a trainable writes there (hypotheses.txt, ...) are
         # copied into its trial directory, where rank/export/plot read them.
         sync_config=tune.SyncConfig(sync_artifacts=True),
@@ -232,19 +245,43 @@ def _disk_error(error: Exception, run_dir: Path) -> Exception:
     return RunError(f"{os_error_line(cause, run_dir)}; free space, then `search resume {run_dir}`")
 
 
-def _fit(tuner: Any, run_dir: Path) -> Any:
+def _fit(tuner: Any, run_dir: Path | Remote) -> Any:
     """``tuner.fit()``; a full disk or another OS error becomes one :class:`RunError` line, and a sweep a signal
     stopped raises :class:`Interrupted`."""
     with _stop_gracefully_on_signals() as stopped:
         try:
             results = tuner.fit()
         except Exception as error:
-            raise _disk_error(error, run_dir) from error
-    if disk_full(run_dir):  # trials failed on it, or Ray could not save their state
+            raise (_disk_error(error, run_dir) if isinstance(run_dir, Path) else error) from error
+    if isinstance(run_dir, Path) and disk_full(run_dir):  # trials failed on it, or Ray could not save their state
         raise _disk_error(RuntimeError("the disk filled up"), run_dir)
     if stopped.is_set():
         raise Interrupted(str(run_dir))
     return results
+
+
+@contextlib.contextmanager
+def _services(p: Plan) -> Iterator[dict]:
+    """The param space with the settings of the trainable's ``start`` hook, run on the driver once Ray is up.
+
+    ``start(settings) -> (settings, handle)`` starts what the trials of one sweep share (the decode trainable's
+    board of beam passes, a Ray actor); the driver holds the handle, so the service lives as long as the sweep, and
+    ends it when the sweep ends.
+    """
+    from search.trainables import load_hook
+
+    start = load_hook(p.spec.trainable, "start")
+    if start is None:
+        yield p.param_space
+        return
+    settings, handle = start(dict(p.param_space["settings"]))
+    try:
+        yield {**p.param_space, "settings": settings}
+    finally:
+        import ray
+
+        if isinstance(handle, ray.actor.ActorHandle):
+            ray.kill(handle)
 
 
 def _with_resources(p: Plan) -> Any:
@@ -260,8 +297,9 @@ def run(
     storage: str | None = None,
     name: str | None = None,
     progress: bool = True,
-) -> tuple[Any, Path]:
-    """Run a sweep with Ray Tune and return ``(ResultGrid, run_dir)``.
+) -> tuple[Any, Path | Remote]:
+    """Run a sweep with Ray Tune and return ``(ResultGrid, run_dir)`` (a path, or a remote location: ``str()`` of
+    it is the URI every command takes).
 
     Example:
         >>> from search import load_spec, run
@@ -276,39 +314,46 @@ def run(
     _init_ray(address)
     run_dir = claim_run_dir(p.storage, p.name)
     save_spec(spec, run_dir, cuts_trials=SCHEDULERS[spec.scheduler.type].cuts_trials)
-    tuner = tune.Tuner(
-        _with_resources(p),
-        param_space=p.param_space,
-        tune_config=tune.TuneConfig(
-            search_alg=search_alg,
-            scheduler=scheduler,
-            num_samples=num_samples(spec),
-            reuse_actors=True,  # a worker keeps its loaded model and imports between trials
-        ),
-        run_config=_run_config(spec, run_dir, progress),
-    )
-    return _fit(tuner, run_dir), run_dir
+    with _services(p) as param_space:
+        tuner = tune.Tuner(
+            _with_resources(p),
+            param_space=param_space,
+            tune_config=tune.TuneConfig(
+                search_alg=search_alg,
+                scheduler=scheduler,
+                num_samples=num_samples(spec),
+                reuse_actors=True,  # a worker keeps its loaded model and imports between trials
+            ),
+            run_config=_run_config(spec, run_dir, progress),
+        )
+        return _fit(tuner, run_dir), run_dir
 
 
-def resume(run_dir: str | Path, *, address: str | None = None) -> tuple[Any, Path]:
+def resume(run_dir: str | Path, *, address: str | None = None) -> tuple[Any, Path | Remote]:
     """Continue an interrupted sweep with ``Tuner.restore``: finished trials are kept, unfinished ones continue.
 
-    The run config (progress and W&B callbacks included) comes back from the run directory as it was saved.
+    ``run_dir`` is a path or a storage URI. The run config (progress and W&B callbacks included) comes back from the
+    run directory as it was saved.
     """
     from ray import tune
 
-    run_dir = Path(run_dir).resolve()
-    spec = load_saved_spec(run_dir)
-    for line in check_resumable(run_dir):
+    saved = read_run(run_dir)
+    for line in check_resumable(saved.dir, local=saved.source is None):
         print(line, file=sys.stderr)
-    p = plan(spec, storage=str(run_dir.parent), name=run_dir.name)
+    where = saved.source or saved.dir
+    p = plan(saved.spec, storage=str(where.parent), name=where.name)
+    if isinstance(where, Remote):  # the saved spec's storage options, with the URI's own
+        p = Plan(p.spec, where.parent, p.name, p.param_space, p.trial_fn)
     _init_ray(address)
-    tuner = tune.Tuner.restore(
-        str(run_dir),
-        trainable=_with_resources(p),
-        param_space=p.param_space,
-        resume_unfinished=True,
-        resume_errored=False,
-        restart_errored=False,
-    )
-    return _fit(tuner, run_dir), run_dir
+    path, filesystem = ray_storage(where)
+    with _services(p) as param_space:
+        tuner = tune.Tuner.restore(
+            path,
+            trainable=_with_resources(p),
+            param_space=param_space,
+            resume_unfinished=True,
+            resume_errored=False,
+            restart_errored=False,
+            storage_filesystem=filesystem,
+        )
+        return _fit(tuner, where), where
