@@ -19,6 +19,7 @@ from typing import Any
 from search.checks import is_number, require_positive_int
 from search.errors import SpecError
 from search.files import publish_dir, staged_dir
+from search.storage import Remote, is_uri
 
 ARCHS = ("bart", "marian", "t5")
 # Ids fixed by the order of these special tokens in every tokenizer trained here.
@@ -54,6 +55,9 @@ def validate_model(model: Any, file: str, base_dir: str | Path | None = None) ->
     Raises:
         SpecError: naming ``model`` or ``model.<key>``, the rule, the bad value and the fix.
     """
+    if is_uri(model):
+        _check_remote_model(model, file)
+        return
     if isinstance(model, str):
         path = Path(model)
         if not path.is_absolute():
@@ -85,6 +89,28 @@ def validate_model(model: Any, file: str, base_dir: str | Path | None = None) ->
     dropout = cfg["dropout"]
     if not is_number(dropout) or not 0 <= dropout < 1:
         raise SpecError(file, "model.dropout", f"must be a number in [0, 1), got {dropout!r}")
+
+
+def _check_remote_model(uri: str, file: str) -> None:
+    try:
+        found = Remote.parse(uri).child("config.json").exists()
+    except OSError as error:  # no such bucket, no credentials, unreachable endpoint
+        raise SpecError(file, "model", f"{uri}: {' '.join(str(error).split())}") from None
+    if not found:
+        raise SpecError(file, "model", f"{uri} has no config.json; give a directory written by save_pretrained")
+
+
+def fetch_model(uri: str, cache_dir: str | Path) -> Path:
+    """A model directory on remote storage (``s3://bucket/models/m``) as a local one: downloaded into
+    ``cache_dir/models/<scheme>/<path>`` (new and changed files only), one process of the node at a time."""
+    from filelock import FileLock
+
+    remote = Remote.parse(uri)
+    local = Path(cache_dir) / "models" / remote.scheme / remote.path
+    local.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{local}.lock"):
+        remote.mirror(local)
+    return local
 
 
 def check_loadable(path: str | Path, file: str) -> None:
@@ -253,7 +279,8 @@ def build_model(
     """The model and tokenizer a spec's ``model:`` describes.
 
     Args:
-        model: a local model directory, or a mapping (``validate_model`` lists the keys).
+        model: a local model directory, a URI of one (``s3://...``: fetched into ``cache_dir``), or a mapping
+            (``validate_model`` lists the keys).
         texts: returns the training texts (sources and targets) a new tokenizer is trained on; only called for a
             mapping, and the tokenizer is trained only when the cache has none for these texts.
         cache_dir: where trained tokenizers are shared.
@@ -269,6 +296,8 @@ def build_model(
         >>> tok("hola")["input_ids"][-1] == tok.eos_token_id
         True
     """
+    if is_uri(model):
+        model = fetch_model(model, cache_dir)
     if isinstance(model, str | Path):
         return load_pretrained(model, dropout)
     from transformers import AutoModelForSeq2SeqLM
@@ -292,6 +321,7 @@ __all__ = [
     "build_model",
     "cached_tokenizer",
     "check_loadable",
+    "fetch_model",
     "load_pretrained",
     "model_config",
     "set_generation_defaults",

@@ -22,12 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from search.checks import is_int
+from search.checks import is_int, require_storage
 from search.errors import SpecError, UserError
 from search.files import atomic_write
 from search.report import Ranking, Row, combine, format_ranking, plot, rank
 from search.rundir import claim_run_dir, read_run
 from search.spec import Spec, deep_merge, load_spec, read_yaml
+from search.storage import Remote, is_uri, local_path, mirror_dir
 
 KEYS = ("name", "finetune", "decode", "top_k", "export", "storage", "finetune_set", "decode_set", "smoke_test")
 
@@ -45,7 +46,7 @@ class Pipeline:
     decode: Path
     top_k: int
     export: Path | None  # None: the pipeline directory's model/
-    storage: Path
+    storage: str  # a directory, or a storage URI
     finetune_set: tuple[str, ...]
     decode_set: tuple[str, ...]
     smoke_test: bool
@@ -59,6 +60,11 @@ def _path(raw: dict, key: str, file: str, base: Path, must_exist: bool) -> Path:
     if must_exist and not path.is_file():
         raise SpecError(file, key, f"file not found: {path}; the path is relative to {file}")
     return path
+
+
+def _storage(raw: dict, file: str, base: Path) -> str:
+    value = require_storage(raw.get("storage", "runs"), file, "storage")
+    return value if is_uri(value) else str((base / value).resolve())
 
 
 def _sets(raw: dict, key: str, file: str) -> tuple[str, ...]:
@@ -91,7 +97,7 @@ def load_pipeline(file: str | Path, *, smoke_test: bool = False) -> Pipeline:
         decode=_path(raw, "decode", file, base, True),
         top_k=top_k,
         export=_path(raw, "export", file, base, False) if raw.get("export") is not None else None,
-        storage=(base / str(raw.get("storage", "runs"))).resolve(),
+        storage=_storage(raw, file, base),
         finetune_set=_sets(raw, "finetune_set", file),
         decode_set=_sets(raw, "decode_set", file),
         smoke_test=smoke_test,
@@ -117,12 +123,35 @@ def decode_spec(p: Pipeline, model_dir: str) -> Spec:
     return load_spec(p.decode, smoke_test=p.smoke_test, overrides=[*p.decode_set, f"model={model_dir}"])
 
 
-def _finetune(p: Pipeline, root: Path, address: str | None, out: Any) -> tuple[Path, Ranking, list[Row]]:
+@dataclass(frozen=True)
+class Where:
+    """The pipeline directory: ``root`` where the sweeps write (a path or remote storage), ``local`` where the
+    pipeline writes its own files first (``root`` itself, or the remote root's local mirror)."""
+
+    root: Path | Remote
+    local: Path
+
+    @classmethod
+    def claim(cls, storage: str, name: str) -> Where:
+        base = Remote.parse(storage) if is_uri(storage) else local_path(storage)
+        root = claim_run_dir(base, name)
+        return cls(root, mirror_dir(root) if isinstance(root, Remote) else root)
+
+    def share(self, local: Path) -> str:
+        """A file or directory written under ``local``, as every node reads it (uploaded to remote storage)."""
+        if isinstance(self.root, Path):
+            return str(local)
+        files = [local] if local.is_file() else [f for f in local.rglob("*") if f.is_file()]
+        self.root.upload(self.local, files)
+        return str(self.root.child(str(local.relative_to(self.local))))
+
+
+def _finetune(p: Pipeline, root: Where, address: str | None, out: Any) -> tuple[Any, Ranking, list[Row]]:
     """Step 1: the fine-tune sweep, its ranked table and its top-k trials."""
     from search.tune import run
 
     out(f"[1/4] fine-tune sweep: {p.finetune}")
-    _, ft_dir = run(finetune_spec(p), address=address, storage=str(root), name="finetune")
+    _, ft_dir = run(finetune_spec(p), address=address, storage=str(root.root), name="finetune")
     ranking = rank(ft_dir)
     out(format_ranking(ranking, "table"))
     top = list(ranking.ranked[: p.top_k])
@@ -131,8 +160,9 @@ def _finetune(p: Pipeline, root: Path, address: str | None, out: Any) -> tuple[P
     return ft_dir, ranking, top
 
 
-def _candidates(ft_dir: Path, ranking: Ranking, top: list[Row], root: Path, out: Any) -> dict[str, Path]:
-    """Step 2: the best checkpoint of each top trial as a model directory."""
+def _candidates(ft_dir: Any, ranking: Ranking, top: list[Row], root: Where, out: Any) -> dict[str, str]:
+    """Step 2: the best checkpoint of each top trial as a model directory (on the storage, when it is remote, so
+    that the decoding trials on every node read it)."""
     from transformers.utils import logging as hf_logging
 
     from search.export import best_checkpoint
@@ -143,12 +173,12 @@ def _candidates(ft_dir: Path, ranking: Ranking, top: list[Row], root: Path, out:
     run, models = read_run(ft_dir), {}
     for row in top:
         checkpoint = best_checkpoint(run, row, ranking.metric, ranking.mode)
-        models[row.trial_id] = export_model_dir(checkpoint, root / "candidates" / row.trial_id)
+        models[row.trial_id] = root.share(export_model_dir(checkpoint, root.local / "candidates" / row.trial_id))
         out(f"  {row.trial_id} ({ranking.metric}={row.value:.4g}): {models[row.trial_id]}")
     return models
 
 
-def _export_winner(ft_dir: Path, ft_ranking: Ranking, top: list[Row], decode: Ranking, decode_runs: dict, target: Path,
+def _export_winner(ft_dir: Any, ft_ranking: Ranking, top: list[Row], decode: Ranking, decode_runs: dict, target: Path,
                    force: bool) -> list[str]:  # fmt: skip
     """Step 4: the winning checkpoint as a model directory, with the winning decoding config as its defaults."""
     from search.export import Extras, card_section, export_model, generate_args
@@ -182,32 +212,35 @@ def run_pipeline(
 
     if p.export is not None and p.export.exists() and any(p.export.iterdir()) and not force:
         raise UserError(f"{p.export}: exists and is not empty; pass --force to replace it (kept as .bak)")
-    root = claim_run_dir(Path(storage).resolve() if storage else p.storage, p.name)
-    target = p.export or root / "model"  # a fresh pipeline directory each run: nothing to overwrite
-    out(f"pipeline directory: {root}")
+    root = Where.claim(storage or p.storage, p.name)
+    target = p.export or root.local / "model"  # a fresh pipeline directory each run: nothing to overwrite
+    out(f"pipeline directory: {root.root}")
     ft_dir, ft_ranking, top = _finetune(p, root, address, out)
     models = _candidates(ft_dir, ft_ranking, top, root, out)
     out(f"[3/4] decoding sweep on each: {p.decode}")
     decode_runs = {
-        trial_id: run(decode_spec(p, str(model_dir)), address=address, storage=str(root), name=f"decode-{trial_id}")[1]
-        for trial_id, model_dir in models.items()
+        trial_id: run(decode_spec(p, model), address=address, storage=str(root.root), name=f"decode-{trial_id}")[1]
+        for trial_id, model in models.items()
     }
     out("[4/4] rank everything, export the winner")
     ranking = combine({t: rank(d, bootstrap=0) for t, d in decode_runs.items()}, key="checkpoint")
-    atomic_write(root / "ranking.md", format_ranking(ranking, "md") + "\n")
+    atomic_write(root.local / "ranking.md", format_ranking(ranking, "md") + "\n")
+    root.share(root.local / "ranking.md")
     for line in _export_winner(ft_dir, ft_ranking, top, ranking, decode_runs, target, force):
         out(line)
+    if p.export is None:
+        root.share(target)
     plots = [path for d in (ft_dir, *decode_runs.values()) for path in _plots(d)]
     out(format_ranking(ranking, "table"))
     out(f"plots: {', '.join(str(p_) for p_ in plots)}")
     out(f"exported model (weights, tokenizer, generation_config.json, best_hparams.yaml, README.md): {target}")
     return {
-        "dir": root, "finetune_run": ft_dir, "decode_runs": decode_runs, "ranking": ranking, "winner": ranking.best,
+        "dir": root.root, "finetune_run": ft_dir, "decode_runs": decode_runs, "ranking": ranking, "winner": ranking.best,
         "export": target, "plots": plots,
     }  # fmt: skip
 
 
-def _plots(run_dir: Path) -> list[Path]:
+def _plots(run_dir: Any) -> list[Path]:
     try:
         return plot(run_dir)
     except UserError:  # nothing to plot in this run (e.g. one report per trial and no beam grid)

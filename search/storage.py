@@ -78,7 +78,7 @@ class Remote:
     def parse(cls, uri: str, options: dict | None = None) -> Remote:
         """A URI with pyarrow's query options (``?endpoint_override=...``), which ``options`` override."""
         base, _, query = uri.partition("?")
-        merged = {**dict(parse_qsl(query)), **(options or {})}
+        merged = {**{k: _typed(v) for k, v in parse_qsl(query)}, **(options or {})}
         return cls(base.rstrip("/"), tuple(sorted(merged.items())))
 
     @property
@@ -117,7 +117,9 @@ class Remote:
 
     def write_bytes(self, relative: str, data: bytes) -> None:
         """Write one file (a whole object: a reader never sees half of it)."""
-        with self.fs.open_output_stream(f"{self.path}/{relative}") as out:
+        path = f"{self.path}/{relative.strip('/')}"
+        self.fs.create_dir(path.rsplit("/", 1)[0], recursive=True)  # object stores need none; filesystems do
+        with self.fs.open_output_stream(path) as out:
             out.write(data)
 
     def files(self) -> list[Any]:
@@ -162,6 +164,18 @@ class Remote:
         """Upload files under the mirror ``local_root`` to the same relative paths here."""
         for path in paths:
             self.write_bytes(str(Path(path).resolve().relative_to(local_root)), Path(path).read_bytes())
+
+
+def _typed(value: str) -> Any:
+    """A URI query value as pyarrow's option wants it: ``0.5`` a float, ``true`` a bool, else the string."""
+    if value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return value
 
 
 def _same(target: Path, info: Any) -> bool:

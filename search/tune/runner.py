@@ -64,8 +64,10 @@ def resolved_sections(spec: Spec, cache_dir: Path) -> dict:
     out: dict[str, Any] = {"settings": {**spec.settings, "cache_dir": str(cache_dir)}}
     if spec.trainable in TRAINABLES:  # the built-in trainables name the sweep file in the errors a trial raises
         out["settings"]["spec_file"] = spec.file
-    if spec.model is not None:
-        out["model"] = _resolve_path(spec.model, spec.base_dir) if isinstance(spec.model, str) else dict(spec.model)
+    if isinstance(spec.model, str):
+        out["model"] = spec.model if is_uri(spec.model) else _resolve_path(spec.model, spec.base_dir)
+    elif spec.model is not None:
+        out["model"] = dict(spec.model)
     if spec.data:
         out["data"] = _resolve_data_paths(dict(spec.data), spec.base_dir)
     return out
@@ -85,7 +87,7 @@ def preflight(spec: Spec, sections: dict) -> None:
         from search.models import check_loadable, validate_model
 
         validate_model(sections["model"], spec.file)
-        if isinstance(sections["model"], str):
+        if isinstance(sections["model"], str) and not is_uri(sections["model"]):  # a remote one: config.json found
             check_loadable(sections["model"], spec.file)
     if "data" in sections:
         from search.corpora import validate_data
