@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import random
 import signal
@@ -148,6 +149,11 @@ def plan(spec: Spec, *, storage: str | None = None, name: str | None = None) -> 
     return Plan(spec, where, name or spec.name, space, _make_trial_fn(fn, spec.parameters))
 
 
+class _AuthEnabledNote(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Token authentication is enabled for this Ray cluster")
+
+
 def _init_ray(address: str | None) -> None:
     import ray
 
@@ -160,6 +166,9 @@ def _init_ray(address: str | None) -> None:
         return
     # "local" starts a fresh Ray even when another local cluster is running; a cluster is only joined on request.
     address = address or os.environ.get("RAY_ADDRESS") or "local"
+    # Ray 2.60 turns token authentication on for a new local cluster (a token in ~/.ray/auth_token, made once) and
+    # says so on every start; keep the protection, drop the note. Its warning that auth is *disabled* stays.
+    logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(_AuthEnabledNote())
     kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
     ray.init(address=address, **kwargs)
 
