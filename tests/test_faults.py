@@ -413,3 +413,30 @@ def test_a_trial_that_still_fails_on_its_data_names_the_sweep_file(tmp_path):
     with pytest.raises(DataError) as caught:  # the files vanished after the sweep started
         decode_and_score({**sections, "num_beams": 2})
     assert str(caught.value).startswith(f"{sweep}: data.dev.source: file not found")
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize("max_failures", [0, 2])
+def test_a_trial_whose_worker_dies_continues_from_its_checkpoint(run_sweep, tmp_path, max_failures):
+    """max_failures (Ray's FailureConfig): a worker that dies mid-trial is restarted from the trial's last checkpoint
+    (the default allows it); with max_failures: 0 the trial errors and the others still finish."""
+    from search.report import rank
+
+    _, run_dir = run_sweep(
+        f"""
+method: grid
+metric: {{name: value, goal: maximize}}
+trainable: TOY:counter
+max_failures: {max_failures}
+parameters: {{lr: {{values: [0.1, 0.2]}}}}
+settings: {{steps: 5, die_at: 3, marker_dir: {tmp_path}}}
+"""
+    )
+    rows = {row.params["lr"]: row for row in rank(run_dir, bootstrap=0, columns=("started",)).rows}
+    assert sorted(p.name for p in tmp_path.glob("died-*")) == ["died-0.1", "died-0.2"]  # each worker died once
+    if max_failures == 0:
+        assert {row.status for row in rows.values()} == {"ERROR"}
+        return
+    for lr, row in rows.items():
+        assert row.status == "TERMINATED" and row.value == pytest.approx(5 * lr)
+        assert row.columns["started"] == 3  # the trial's second run began from its step-3 checkpoint

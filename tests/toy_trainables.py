@@ -42,20 +42,28 @@ def quadratic(config: dict) -> None:
 
 @checkpointing
 def counter(config: dict) -> None:
-    """Checkpoints a counter each step; reports ``value`` growing at rate ``lr``. Restores from its checkpoint."""
+    """Checkpoints a counter each step; reports ``value`` growing at rate ``lr`` and the step it ``started`` from.
+    Restores from its checkpoint. ``settings.die_at``: the worker process dies (no exception, no cleanup) right after
+    that step's checkpoint, once per trial (a marker under ``settings.marker_dir`` remembers), as on a lost node."""
+    settings = config.get("settings", {})
     start, value = 0, 0.0
     ckpt = tune.get_checkpoint()
     if ckpt:
         with ckpt.as_directory() as d, open(os.path.join(d, "state.json")) as f:
             state = json.load(f)
         start, value = state["step"], state["value"]
-    for step in range(start, config.get("settings", {}).get("steps", 6)):
+    for step in range(start, settings.get("steps", 6)):
         value += config["lr"]
         with tempfile.TemporaryDirectory() as d:
             with open(os.path.join(d, "state.json"), "w") as f:
                 json.dump({"step": step + 1, "value": value}, f)
-            tune.report({"value": value, "step": step + 1}, checkpoint=tune.Checkpoint.from_directory(d))
-        time.sleep(config.get("settings", {}).get("sleep", 0))
+            metrics = {"value": value, "step": step + 1, "started": start}
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+        marker = Path(settings.get("marker_dir", "."), f"died-{config['lr']}")
+        if step + 1 == settings.get("die_at") and not marker.exists():
+            marker.touch()
+            os._exit(1)
+        time.sleep(settings.get("sleep", 0))
 
 
 def broken(config: dict) -> None:
