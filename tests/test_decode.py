@@ -1,4 +1,5 @@
-"""The decode trainable: shared passes through the cache, exact hypotheses, duplicates named (search/trainables/decode.py)."""
+"""The decode trainable: shared passes through the board or the cache, exact hypotheses, duplicates named
+(search/trainables/decode.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from search.decoding import canonical, planned_configs, source_batches
+from search.decoding import PassBoard, canonical, planned_configs, source_batches
 from search.trainables import decode as decode_module
 from search.trainables.decode import generation_args, prepare, run
 
@@ -111,6 +112,42 @@ def test_continuous_value_outside_the_plan_is_decoded_alone(model_dir, tmp_path)
     assert run({**config, "num_beams": 3, "length_penalty": 1.234})["from_cache"]
 
 
+def on_disk(model_dir, tmp_path, disk: str, grid: dict, **args) -> dict:
+    """A trial config of a sweep with the pass board "board", on a machine whose disk is ``tmp_path/disk``."""
+    config = base(model_dir, tmp_path / disk, grid)
+    return {**config, "settings": {**config["settings"], "pass_board": "board"}, **args}
+
+
+def test_the_board_shares_a_pass_between_machines_and_takes_no_file_lock(model_dir, tmp_path, monkeypatch):
+    board = PassBoard()
+    monkeypatch.setattr(decode_module, "open_board", lambda name: board if name == "board" else None)
+    grid = {"num_beams": [3], "length_penalty": [0.5, 2.0]}
+    first = run(on_disk(model_dir, tmp_path, "node1", grid, num_beams=3, length_penalty=0.5))
+    assert not first["from_cache"] and first["pass_configs"] == 2
+    second = run(on_disk(model_dir, tmp_path, "node2", grid, num_beams=3, length_penalty=2.0))
+    assert second["from_cache"] and second["pass_configs"] == 2  # node2's disk was empty: from the board
+    assert board.stats() == {"entries": 2, "leases": 1, "expired": 0, "held": 0}
+    assert len(list((tmp_path / "node1" / "decode").glob("*/*.json"))) == 2
+    assert len(list((tmp_path / "node2" / "decode").glob("*/*.json"))) == 1  # kept there for later runs
+    assert not list(tmp_path.glob("node*/decode/*.lock"))
+
+
+def test_a_later_run_reads_its_machines_disk_first(model_dir, tmp_path, monkeypatch):
+    smaller = {"num_beams": [3], "length_penalty": [2.0]}  # an earlier run on this machine, without a board
+    earlier = run({**base(model_dir, tmp_path / "node", smaller), "num_beams": 3, "length_penalty": 2.0})
+    assert not earlier["from_cache"]
+    board = PassBoard()
+    monkeypatch.setattr(decode_module, "open_board", lambda name: board)
+    grid = {"num_beams": [3], "length_penalty": [0.5, 2.0]}
+    again = run(on_disk(model_dir, tmp_path, "node", grid, num_beams=3, length_penalty=2.0))
+    assert again["from_cache"] and board.stats()["leases"] == 0
+    # The holder of the pass decodes only what its disk lacks, and puts both entries on the board.
+    other = run(on_disk(model_dir, tmp_path, "node", grid, num_beams=3, length_penalty=0.5))
+    assert not other["from_cache"] and other["pass_configs"] == 1
+    elsewhere = run(on_disk(model_dir, tmp_path, "elsewhere", grid, num_beams=3, length_penalty=2.0))
+    assert elsewhere["from_cache"] and board.stats() == {"entries": 2, "leases": 1, "expired": 0, "held": 0}
+
+
 def test_canonical_duplicates(model_dir):
     model, _ = decode_module.load(model_dir, {**decode_module.SETTING_DEFAULTS}, DATA)
     shared = {"max_new_tokens": 5}
@@ -123,6 +160,7 @@ def test_canonical_duplicates(model_dir):
 
 @pytest.mark.ray
 def test_tune_grid_reports_shared_passes(ray_session, model_dir, tmp_path):
+    """Without a pass board (a Tuner the runner did not build, so no ``start``): the file lock shares the passes."""
     from ray import tune
 
     grid = {"num_beams": [2, 3], "length_penalty": [0.6, 1.0]}

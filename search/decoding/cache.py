@@ -1,8 +1,15 @@
-"""Content-addressed store of decoded dev sets, shared by the trials (and runs) that use one ``cache_dir``.
+"""Content-addressed store of decoded dev sets on one machine's disk, kept across runs under one ``cache_dir``.
+
+Within a sweep the trials share passes through the sweep's pass board (``search.decoding.board``), which works
+across nodes that share no disk; this store is what outlives the sweep: a trial reads it first (a later run on the
+machine reuses every config decoded here), and writes what it decoded or got from the board. With a board, no lock
+is taken (entries are written atomically, and the board says who decodes). Without one (``decode(config)`` called
+outside a sweep, or a resumed sweep whose restored trials name the board of the interrupted run), the pass lock
+coordinates the trials of one machine, as the only coordination there is.
 
 Layout under ``<cache_dir>/decode/``::
 
-    <pass key>.lock             held while one trial computes the pass; the others wait, then read
+    <pass key>.lock             without a board: held while one trial computes the pass; the others wait, then read
     <pass key>/<config key>.json  one decoded config: hypotheses, output lengths, pass seconds and size
 
 A pass key hashes everything the beam pass depends on (model content, sources, split, batch size, truncation and the
@@ -55,6 +62,7 @@ class DecodeCache:
     """The entries of one beam pass (see the module docstring)."""
 
     def __init__(self, cache_dir: str | Path, pass_key: str):
+        self.pass_key = pass_key
         self.root = Path(cache_dir) / "decode"
         self.dir = self.root / pass_key
         self.dir.mkdir(parents=True, exist_ok=True)

@@ -4,12 +4,17 @@ Searched parameters arrive at the top level of the config and are passed to ``ge
 ``length_penalty``, ``early_stopping``, ``no_repeat_ngram_size``, ``do_sample``, ``top_p``, ...); ``model``, ``data``
 and ``settings`` (``SETTING_DEFAULTS``) are fixed for the sweep.
 
-Trials that share a beam pass do not redo it. ``prepare`` (called by the runner before the sweep) stores the grid of
-searched values in ``settings["decode_plan"]``; the first trial that needs a pass decodes, with ``search.decoding``, every
-planned config of that pass at once, and stores each config's hypotheses in ``search.decoding.cache`` under
-``settings["cache_dir"]``. Concurrent trials of that pass wait on its lock and then only score. A config the plan does
-not name (a continuous ``length_penalty`` from hyperopt, a resumed run with another grid) is decoded on its own,
-exactly. Batches are fixed (sources sorted by length, ``batch_size`` each) so that every config sees the same padding.
+Trials that share a beam pass do not redo it, on any node. ``prepare`` (called by the runner before the sweep) stores
+the grid of searched values in ``settings["decode_plan"]``; ``start`` (called by the runner once Ray is up) creates the
+sweep's pass board, a Ray actor (``search.decoding.board``), and names it in ``settings["pass_board"]``. The first
+trial that needs a pass gets a lease on it from the board and decodes, with ``search.decoding``, every planned config
+of that pass at once; it puts the entries on the board, where concurrent trials of the pass, waiting, find them and
+only score. A holder that dies loses its lease within ``board.LEASE_TTL_S`` and another trial takes the pass over.
+Each trial also keeps what it decoded or got in ``search.decoding.cache`` under ``settings["cache_dir"]`` and reads
+that first, so later runs on the machine reuse it (without a board, the cache's file lock coordinates one machine's
+trials). A config the plan does not name (a continuous ``length_penalty`` from hyperopt, a resumed run with another
+grid) is decoded on its own, exactly. Batches are fixed (sources sorted by length, ``batch_size`` each) so that every
+config sees the same padding.
 """
 
 from __future__ import annotations
@@ -26,12 +31,15 @@ from search.decoding import (
     DecodeCache,
     canonical,
     config_label,
+    create_board,
     decode_configs,
     digest,
     model_fingerprint,
+    open_board,
     plain_args,
     plan_of,
     planned_configs,
+    share,
     source_batches,
 )
 from search.errors import SpecError
@@ -52,6 +60,7 @@ SETTING_DEFAULTS: dict[str, Any] = {
     "cache_dir": "./runs/.cache",  # shared decode results and tokenizers (the runner sets an absolute path)
     "spec_file": "<config>",  # named in the errors a trial raises (the runner sets the sweep file)
     "decode_plan": {},  # set by `prepare`: {"grid": {name: [values]}, "continuous": [names]}
+    "pass_board": None,  # set by `start`: the sweep's pass board (None outside a sweep: the file cache's lock)
 }
 _MODELS: dict[str, tuple[Any, Any]] = {}  # one model per worker process, keyed by its fingerprint
 
@@ -68,6 +77,20 @@ def prepare(settings: dict, candidates: dict) -> dict:
         {'grid': {'num_beams': [4, 8]}, 'continuous': ['length_penalty']}
     """
     return {**settings, "decode_plan": plan_of(candidates)}
+
+
+def start(settings: dict) -> tuple[dict, Any]:
+    """On the driver, once Ray is up: create the sweep's pass board (``search.decoding.board``). Returns the settings
+    the trials receive (``pass_board`` names the board) and the board's handle, which the driver keeps until the sweep
+    ends: the board lives as long as its handle.
+
+    Example:
+        >>> settings, board = start({"batch_size": 32})  # doctest: +SKIP
+        >>> settings["pass_board"]  # doctest: +SKIP
+        'search-passes-0f3c...'
+    """
+    name, board = create_board()
+    return {**settings, "pass_board": name}, board
 
 
 def generation_args(config: dict) -> dict:
@@ -172,30 +195,52 @@ def _pass_cache(config: dict, settings: dict, sources: list[str], pass_key: tupl
     return DecodeCache(settings["cache_dir"], digest(key))
 
 
+def _pass_members(model, settings: dict, args: dict, shared: dict, pass_key: tuple, own: str) -> dict[str, dict]:
+    """``{config key: generate() arguments}`` decoded together with ``args`` (key ``own``, first) when a trial
+    decodes its pass: the plan's configs that share the pass."""
+    members = {own: args}
+    for other in planned_configs(settings["decode_plan"], args):
+        other_args = generation_args({**args, **other})
+        other_pass, other_canon = canonical(model, other_args, shared)
+        if other_pass == pass_key:
+            members.setdefault(digest(other_canon), other_args)
+    return members
+
+
 def _decoded(config: dict, settings: dict, pairs, args: dict, shared: dict) -> tuple[dict, dict, bool]:
-    """``(cache entry, canonical config, from_cache)`` of ``args``; the first trial of a pass decodes every planned
-    config of it at once, concurrent ones wait on the pass lock and then read."""
+    """``(cache entry, canonical config, from_cache)`` of ``args``: from this machine's cache, from another trial
+    through the pass board (or the cache's lock without one), or decoded here with the planned configs of its pass
+    that are not on this machine yet; ``from_cache`` is False exactly in that last case."""
     model, tokenizer = load(config["model"], settings, config["data"])
     pass_key, canon = canonical(model, args, shared)
-    cache = _pass_cache(config, settings, pairs.sources, pass_key)
-    entry = cache.get(digest(canon))
+    cache, own = _pass_cache(config, settings, pairs.sources, pass_key), digest(canon)
+    entry = cache.get(own)
     if entry is not None:
         return entry, canon, True
-    with cache.locked():
-        entry = cache.get(digest(canon))  # another trial may have computed it while we waited
-        if entry is not None:
-            return entry, canon, True
-        members: dict[str, dict] = {digest(canon): args}
-        for other in planned_configs(settings["decode_plan"], args):
-            other_args = generation_args({**args, **other})
-            other_pass, other_canon = canonical(model, other_args, shared)
-            if other_pass == pass_key and cache.get(digest(other_canon)) is None:
-                members.setdefault(digest(other_canon), other_args)
+    members = _pass_members(model, settings, args, shared, pass_key, own)
+
+    def compute(keys: list[str]) -> dict[str, dict]:
+        """The entries of ``keys`` (a lease's): ``own`` decoded, the others read from this machine's cache or
+        decoded with it; what is decoded is written to the cache."""
+        kept = {k: hit for k in keys if k != own and (hit := cache.get(k)) is not None}
+        todo = {k: members[k] for k in keys if k not in kept}
         batches = source_batches(tokenizer, pairs.sources, settings["batch_size"], settings["max_source_length"])
-        entries, _ = decode_pass(model, tokenizer, batches, list(members.values()), shared, settings["seed"])
-        for key, decoded in zip(members, entries, strict=True):
+        entries, _ = decode_pass(model, tokenizer, batches, list(todo.values()), shared, settings["seed"])
+        for key, decoded in zip(todo, entries, strict=True):
             cache.put(key, decoded)
-    return cache.get(digest(canon)), canon, False
+        return {**kept, **dict(zip(todo, entries, strict=True))}
+
+    board = open_board(settings["pass_board"])
+    if board is None:
+        with cache.locked():
+            entry = cache.get(own)  # another trial may have computed it while we waited
+            if entry is not None:
+                return entry, canon, True
+            return compute(list(members))[own], canon, False
+    entry, computed = share(board, cache.pass_key, own, list(members), compute)
+    if not computed:
+        cache.put(own, entry)  # for later runs on this machine
+    return entry, canon, not computed
 
 
 def decode_and_score(config: dict) -> tuple[dict, list[str], list[str], dict]:
