@@ -182,3 +182,50 @@ def test_bayes_sweep_of_a_beta_parameter_runs_hyperopt(tmp_path):
     suggested = [alg.suggest(f"t{i}") for i in range(4)]
     assert all(0.0 <= s["x"] <= 1.0 and abs(s["x"] * 10 - round(s["x"] * 10)) < 1e-9 for s in suggested)
     assert {s["y"] for s in suggested} <= {1, 2}
+
+
+def _target_spec(tmp_path, target: str):
+    path = tmp_path / "target.yaml"
+    path.write_text(
+        f"method: grid\nmetric: {{name: score, goal: maximize, target: {target}}}\n"
+        "parameters: {x: {values: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]}}\n"
+    )
+    return load_spec(path)
+
+
+def test_target_stopper_is_rays_own_stopper_and_pickles_by_name(tmp_path):
+    """Ray takes it as an experiment stopper (a plain callable would lose stop_all), and restores it by name."""
+    import pickle
+
+    from ray import cloudpickle
+    from ray.tune.experiment import Experiment
+    from ray.tune.stopper import Stopper
+
+    from search.tune import registry
+
+    stopper = registry.build_stopper(_target_spec(tmp_path, "3e0"))
+    assert isinstance(stopper, Stopper) and stopper.target == 3.0
+    assert Experiment("target", run=lambda config: None, stop=stopper, storage_path=str(tmp_path)).stopper is stopper
+    copy = pickle.loads(cloudpickle.dumps(stopper))
+    assert type(copy) is registry.TargetStopper and copy.metric == "score"
+    assert b"TargetStopper" in pickle.dumps(stopper)  # by reference: the class is found by name when Ray restores
+
+
+@pytest.mark.ray
+def test_target_stops_the_sweep_once_a_trial_reaches_it(ray_session, tmp_path):
+    """A grid of 10 trials reporting score = x, one at a time: the sweep ends with the first trial that reaches 3."""
+    from search.tune.registry import build_search_alg, build_stopper
+
+    spec = _target_spec(tmp_path, "3")
+
+    def report_x(config):
+        tune.report({"score": config["x"]})
+
+    results = tune.Tuner(
+        report_x,
+        param_space=param_space(spec.parameters, spec.method),
+        tune_config=tune.TuneConfig(search_alg=build_search_alg(spec), max_concurrent_trials=1),
+        run_config=tune.RunConfig(stop=build_stopper(spec), storage_path=str(tmp_path / "runs"), verbose=0),
+    ).fit()
+    scores = sorted(r.metrics["score"] for r in results if r.metrics and "score" in r.metrics)
+    assert sum(s >= 3 for s in scores) == 1 and len(scores) < 10  # the first trial to reach it ran last

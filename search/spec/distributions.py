@@ -41,6 +41,7 @@ import numpy as np
 
 from search.checks import is_int, is_number
 from search.errors import SpecError
+from search.spec.rules import whole
 
 
 class Law(NamedTuple):
@@ -199,6 +200,10 @@ class Bounded(Distribution):
 class IntUniform(Bounded):
     name = "int_uniform"
     finite = listed = True
+
+    @classmethod
+    def convert(cls, values: dict, file: str, key: str) -> dict:
+        return super().convert({k: whole(v) for k, v in values.items()}, file, key)  # min: 1e3 is the integer 1000
 
     def check(self, file: str, key: str) -> None:
         super().check(file, key)

@@ -1,14 +1,23 @@
 """The layers of one spec, later wins: the ``space:`` file, the file itself, its ``smoke_test:`` section (with
 ``--smoke-test``), ``--set KEY.PATH=VALUE`` overrides, and a ``--search`` grid. Only YAML syntax is checked here.
 
+Every layer is read by :class:`SpecLoader`: PyYAML's safe loader (YAML 1.1) that also reads YAML 1.2's floats, so
+that ``1e-5`` (no dot, a string to YAML 1.1) is a number wherever it is written, as W&B reads it: the ``wandb``
+CLI loads a sweep file with PyYAML and sends it re-dumped, ``1e-5`` unquoted, to the W&B server, which reads a
+number. A quoted ``'1e-5'`` stays a string. YAML 1.1's booleans stay (``yes``/``no`` are True/False:
+``search.checks`` keeps a flag from passing as a number).
+
 Example:
     >>> parse_search_grid("num_beams=5:8 early_stopping=true:false", "sweep.yaml")
     {'num_beams': {'values': [5, 8]}, 'early_stopping': {'values': [True, False]}}
+    >>> load_yaml_text("lr: {values: [1e-5, 3E-5, '1e-5'], min: -.5}")
+    {'lr': {'values': [1e-05, 3e-05, '1e-5'], 'min': -0.5}}
 """
 
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -19,7 +28,25 @@ from search.errors import SpecError
 
 # The keys a `space:` file may hold: the search space of W&B's format, and the W&B keys kept beside it.
 SPACE_KEYS = ("method", "metric", "parameters", "early_terminate")
-WANDB_ONLY_KEYS = ("program", "command", "project", "entity", "description")
+# W&B's schema keys that say how W&B runs a sweep (its agent's script and command line, its project, its Launch
+# job or image, its controller): kept as given in Spec.extra, never used to run.
+WANDB_ONLY_KEYS = (
+    "program", "command", "project", "entity", "description", "apiVersion", "kind", "controller", "job", "image_uri",
+)  # fmt: skip
+
+
+class SpecLoader(yaml.SafeLoader):
+    """PyYAML's safe loader plus YAML 1.2's floats: ``1e-5``, ``3E+2``, ``1.0e5``, ``-.5`` (strings to YAML 1.1)."""
+
+
+# YAML 1.2's core-schema float, with a dot or an exponent (plain integers stay YAML 1.1's ints).
+YAML12_FLOAT = re.compile(r"^(?=.*[.eE])[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?$")
+SpecLoader.add_implicit_resolver("tag:yaml.org,2002:float", YAML12_FLOAT, list("-+.0123456789"))
+
+
+def load_yaml_text(text: str) -> Any:
+    """YAML text as :class:`SpecLoader` reads it (what every layer of a spec goes through)."""
+    return yaml.load(text, Loader=SpecLoader)  # a SafeLoader: builds only plain data
 
 
 def deep_merge(base: dict, over: Mapping) -> dict:
@@ -40,7 +67,7 @@ def read_yaml(path: str | Path, file_label: str | None = None) -> dict:
     if not p.is_file():
         raise SpecError(label, "", "file not found; check the path")
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        data = load_yaml_text(p.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -78,7 +105,7 @@ def parse_set(item: str, file: str) -> tuple[list[str], Any]:
     if not all(path):
         raise SpecError(file, "--set", f"empty key segment in {key!r}; write e.g. settings.max_steps=100")
     try:
-        value = yaml.safe_load(text) if text.strip() else ""
+        value = load_yaml_text(text) if text.strip() else ""
     except yaml.YAMLError:
         value = text
     return path, value
@@ -115,7 +142,7 @@ def parse_search_grid(text: str, file: str) -> dict:
         parsed = []
         for v in values.split(":"):
             low = v.lower()
-            parsed.append(True if low == "true" else False if low == "false" else yaml.safe_load(v))
+            parsed.append(True if low == "true" else False if low == "false" else load_yaml_text(v))
         params[name] = {"values": parsed}
     if not params:
         raise SpecError(file, "--search", 'empty; write e.g. --search "num_beams=5:8 length_penalty=0.6:1.0"')
@@ -159,9 +186,11 @@ def load_raw(
 __all__ = [
     "SPACE_KEYS",
     "WANDB_ONLY_KEYS",
+    "SpecLoader",
     "apply_set",
     "deep_merge",
     "load_raw",
+    "load_yaml_text",
     "merge_layer",
     "parse_search_grid",
     "read_yaml",

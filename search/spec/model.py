@@ -23,6 +23,7 @@ GOALS = {"maximize": "max", "minimize": "min"}
 class Metric:
     name: str
     goal: str  # maximize | minimize
+    target: float | None = None  # W&B's metric.target: the sweep stops once a trial reaches it
 
     @property
     def mode(self) -> str:
@@ -55,7 +56,7 @@ class Spec:
     file: str
     name: str
     method: str
-    metric: Metric
+    metric: Metric | None  # None: a grid or random sweep that ranks by its trainable's primary metric
     parameters: tuple[Param, ...]
     scheduler: Scheduler
     run_cap: int | None

@@ -4,8 +4,11 @@ When ``distribution`` is absent it is inferred as W&B does: ``value`` -> constan
 ``min``/``max`` -> int_uniform for two integers else uniform, ``mu``/``sigma`` -> normal (the distributions are in
 ``search.spec.distributions``).
 
-Nested parameters (``x: {parameters: {...}}``) become nested config dicts. A conditional parameter names the parameters
-it depends on and the values that switch it on; when the condition is false the trainable does not receive it::
+Parameter names follow W&B's rule (``NAME_PATTERN``: letters, digits, ``_``, ``.`` and ``-``). Nested parameters
+(``x: {parameters: {...}}``) and dotted names (``optimizer.lr``) both become nested config dicts, as ``--set`` does:
+``optimizer.lr`` and ``optimizer: {parameters: {lr: ...}}`` name the same key, so a spec may give it only once. A
+conditional parameter names the parameters it depends on and the values that switch it on; when the condition is
+false the trainable does not receive it::
 
     lr_schedule: {values: [constant, linear]}
     warmup_steps: {values: [0, 100, 500], when: {lr_schedule: linear}}   # or when: {lr_schedule: [linear, cosine]}
@@ -20,17 +23,21 @@ Example:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 from search.checks import is_int
 from search.errors import SpecError
 from search.spec.distributions import DISTRIBUTIONS, PARAM_KEYS, Categorical, Constant, Distribution, Law
 from search.spec.layers import deep_merge
+from search.spec.rules import check_keys, did_you_mean
 
 # A conditional grid's combinations are one grid over this key; trial_config merges them back into the config.
 GRID_KEY = "_grid"
+# W&B's rule for a parameter's name (schema.json, definitions.parameters.propertyNames); a '.' nests one key in another.
+NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
 
 
 @dataclass(frozen=True)
@@ -88,13 +95,13 @@ def _parse_one(path: tuple[str, ...], spec: Any, file: str, method: str) -> Para
     key = "parameters." + ".".join(path)
     if not isinstance(spec, Mapping):
         raise SpecError(file, key, f"must be a mapping like {{values: [...]}} or {{min: .., max: ..}}, got {spec!r}")
-    for k in spec:
-        if k not in PARAM_KEYS:
-            raise SpecError(file, f"{key}.{k}", f"unknown key; valid keys: {', '.join(PARAM_KEYS)}")
+    check_keys(spec, PARAM_KEYS, file, f"{key}.")
     name = _infer(spec)
     if not isinstance(name, str) or name not in DISTRIBUTIONS:
         raise SpecError(
-            file, f"{key}.distribution", f"unknown distribution {name!r}; valid: {', '.join(DISTRIBUTIONS)}"
+            file,
+            f"{key}.distribution",
+            f"unknown distribution {name!r};{did_you_mean(name, DISTRIBUTIONS)} valid: {', '.join(DISTRIBUTIONS)}",
         )
     cls = DISTRIBUTIONS[name]
     needs_keys = not cls.DEFAULTS.keys() >= set(cls.keys())  # beta's keys all have defaults
@@ -110,11 +117,28 @@ def _parse_one(path: tuple[str, ...], spec: Any, file: str, method: str) -> Para
     return Param(path=path, dist=dist)
 
 
-def _flatten(spec: Mapping, prefix: tuple[str, ...], file: str, method: str, out: list[tuple[Param, Any]]) -> None:
+class _Written(NamedTuple):
+    """A parameter as the YAML wrote it: its ``when`` and where it sits (``parameters.opt.parameters.lr``)."""
+
+    param: Param
+    when: Any
+    where: str
+
+
+def _path_of(name: Any, prefix: tuple[str, ...], file: str) -> tuple[str, ...]:
+    """A parameter's place in the nested config: ``optimizer.lr`` under ``prefix`` -> ``prefix + (optimizer, lr)``."""
+    key = "parameters." + ".".join(prefix + (str(name),))
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+        raise SpecError(file, key, f"a name must match {NAME_PATTERN.pattern} (W&B's rule), got {name!r}")
+    parts = tuple(name.split("."))
+    if not all(parts):
+        raise SpecError(file, key, f"a '.' nests one name in another, so no part may be empty, got {name!r}")
+    return prefix + parts
+
+
+def _flatten(spec: Mapping, prefix: tuple[str, ...], where: str, file: str, method: str, out: list[_Written]) -> None:
     for name, sub in spec.items():
-        if not isinstance(name, str) or not name or "." in name:
-            raise SpecError(file, "parameters." + ".".join(prefix + (str(name),)), "names are non-empty, without '.'")
-        path = prefix + (name,)
+        path = _path_of(name, prefix, file)
         if isinstance(sub, Mapping) and "parameters" in sub:
             extra = sorted(set(sub) - {"parameters"})
             if extra:
@@ -122,9 +146,28 @@ def _flatten(spec: Mapping, prefix: tuple[str, ...], file: str, method: str, out
                 raise SpecError(file, key, "a nested parameter group holds only `parameters`")
             if not isinstance(sub["parameters"], Mapping) or not sub["parameters"]:
                 raise SpecError(file, "parameters." + ".".join(path) + ".parameters", "must be a non-empty mapping")
-            _flatten(sub["parameters"], path, file, method, out)
+            _flatten(sub["parameters"], path, f"{where}.{name}.parameters", file, method, out)
         else:
-            out.append((_parse_one(path, sub, file, method), sub.get("when") if isinstance(sub, Mapping) else None))
+            when = sub.get("when") if isinstance(sub, Mapping) else None
+            out.append(_Written(_parse_one(path, sub, file, method), when, f"{where}.{name}"))
+
+
+def _check_distinct(written: list[_Written], file: str) -> None:
+    """Two parameters never share a config key, and none sits inside another's value (``opt`` and ``opt.lr``)."""
+    seen: dict[tuple[str, ...], str] = {}
+    for w in written:
+        if w.param.path in seen:
+            raise SpecError(
+                file, w.where, f"the same config key as {seen[w.param.path]} (a dotted name is a nested key); keep one"
+            )
+        seen[w.param.path] = w.where
+    for w in written:
+        for i in range(1, len(w.param.path)):
+            if w.param.path[:i] in seen:
+                raise SpecError(
+                    file, w.where, f"nests under {'.'.join(w.param.path[:i])!r}, which {seen[w.param.path[:i]]} "
+                    "sets to a value; rename one of them"
+                )  # fmt: skip
 
 
 def _parse_when(param: Param, when: Any, by_name: dict[str, Param], file: str) -> Param:
@@ -135,7 +178,11 @@ def _parse_when(param: Param, when: Any, by_name: dict[str, Param], file: str) -
     for parent_name, allowed in when.items():
         parent = by_name.get(str(parent_name))
         if parent is None:
-            raise SpecError(file, f"{key}.{parent_name}", f"no parameter {parent_name!r}; valid: {', '.join(by_name)}")
+            raise SpecError(
+                file,
+                f"{key}.{parent_name}",
+                f"no parameter {parent_name!r};{did_you_mean(parent_name, by_name)} valid: {', '.join(by_name)}",
+            )
         if parent is param:
             raise SpecError(file, f"{key}.{parent_name}", "a parameter cannot depend on itself")
         if not isinstance(parent.dist, Constant | Categorical):
@@ -166,10 +213,11 @@ def _check_acyclic(params: list[Param], file: str) -> None:
 
 def parse_parameters(spec: Mapping, file: str, method: str) -> tuple[Param, ...]:
     """Validate a W&B ``parameters`` mapping into a flat tuple of :class:`Param` (nested names joined by '.')."""
-    pairs: list[tuple[Param, Any]] = []
-    _flatten(spec, (), file, method, pairs)
-    by_name = {p.name: p for p, _ in pairs}
-    params = [p if when is None else _parse_when(p, when, by_name, file) for p, when in pairs]
+    written: list[_Written] = []
+    _flatten(spec, (), "parameters", file, method, written)
+    _check_distinct(written, file)
+    by_name = {w.param.name: w.param for w in written}
+    params = [w.param if w.when is None else _parse_when(w.param, w.when, by_name, file) for w in written]
     _check_acyclic(params, file)
     return tuple(params)
 
@@ -209,6 +257,6 @@ def trial_config(config: Mapping, params: tuple[Param, ...]) -> dict:
 
 
 __all__ = [
-    "DISTRIBUTIONS", "GRID_KEY", "Distribution", "Law", "Param", "effective_config", "parse_parameters",
+    "DISTRIBUTIONS", "GRID_KEY", "NAME_PATTERN", "Distribution", "Law", "Param", "effective_config", "parse_parameters",
     "put_nested", "trial_config",
 ]  # fmt: skip

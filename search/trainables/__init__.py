@@ -3,16 +3,22 @@
 A trainable is a plain function of one flat config dict that reports with ``ray.tune.report``. Entries are
 import paths so that validating a spec never imports torch. A user's own function is named
 ``module.path:function`` or ``path/to/file.py:function`` (relative to the spec file).
+
+A trainable's module may declare the metric a sweep without ``metric:`` ranks by, in the spec's own words::
+
+    PRIMARY_METRIC = {"name": "bleu", "goal": "maximize"}
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
+import inspect
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from search.errors import SpecError
 
@@ -117,6 +123,16 @@ def load_function(name: str, base_dir: Path, file: str) -> Callable:
     return _import_user_function(name, Path(base_dir), file)
 
 
+def primary_metric(name: str, base_dir: Path, file: str) -> Any:
+    """The ``PRIMARY_METRIC`` the trainable's module declares (a ``{name, goal}`` mapping, checked by the caller),
+    or None. Imports the module: torch, for the built-in trainables."""
+    if name in TRAINABLES:
+        module = importlib.import_module(TRAINABLES[name].target.partition(":")[0])
+    else:
+        module = inspect.getmodule(_import_user_function(name, Path(base_dir), file))
+    return getattr(module, "PRIMARY_METRIC", None)
+
+
 def load_hook(name: str, hook: str) -> Callable | None:
     """A registered trainable's ``prepare`` or ``check`` function, or None."""
     target = getattr(TRAINABLES.get(name), hook, None)
@@ -126,4 +142,6 @@ def load_hook(name: str, hook: str) -> Callable | None:
     return getattr(importlib.import_module(module), func)
 
 
-__all__ = ["TRAINABLES", "TrainableInfo", "checkpointing", "load_function", "load_hook", "trainable_info"]
+__all__ = [
+    "TRAINABLES", "TrainableInfo", "checkpointing", "load_function", "load_hook", "primary_metric", "trainable_info",
+]  # fmt: skip

@@ -48,6 +48,8 @@ from search.sections import searched
 from search.trainables.common import use_trial_cpus
 from search.trainables.outputs import write_generate_args, write_translations
 
+PRIMARY_METRIC = {"name": "bleu", "goal": "maximize"}  # what a sweep without `metric:` ranks trials by
+
 SETTING_DEFAULTS: dict[str, Any] = {
     "split": "dev",  # which split of `data` is decoded
     "limit": None,  # decode only the first N pairs (None: the whole split)

@@ -29,6 +29,8 @@ from search.trainables.common import use_trial_cpus
 from search.trainables.finetune_config import FinetuneConfig, resolve_config
 from search.trainables.outputs import write_translations
 
+PRIMARY_METRIC = {"name": "bleu", "goal": "maximize"}  # what a sweep without `metric:` ranks trials by
+
 # ---------------------------------------------------------------- batches
 
 

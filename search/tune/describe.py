@@ -8,7 +8,7 @@ import yaml
 
 from search.sections import SECTIONS
 from search.spec import Spec
-from search.tune.registry import SCHEDULERS, SEARCH_ALGORITHMS, num_samples
+from search.tune.registry import SCHEDULERS, SEARCH_ALGORITHMS, complete_metric, num_samples
 from search.tune.space import describe, grid_size, param_space
 
 
@@ -23,8 +23,18 @@ def _space_lines(tree: Any, indent: int = 2) -> list[str]:
     return lines
 
 
+def _metric_line(spec: Spec) -> str:
+    """The metric trials are ranked by: the spec's, else its trainable's primary one, else none yet."""
+    metric = complete_metric(spec).metric if spec.trainable else spec.metric
+    if metric is None:
+        return "metric: none yet (`search run` ranks by the trainable's PRIMARY_METRIC)"
+    source = "" if spec.metric else f", {spec.trainable}'s PRIMARY_METRIC"
+    target = "" if metric.target is None else f", the sweep stops once a trial reaches {metric.target:g}"
+    return f"metric: {metric.name} ({metric.mode}{source}{target})"
+
+
 def describe_spec(spec: Spec) -> str:
-    out = [f"{spec.file}: valid", f"name: {spec.name}", f"metric: {spec.metric.name} ({spec.metric.mode})"]
+    out = [f"{spec.file}: valid", f"name: {spec.name}", _metric_line(spec)]
     alg = SEARCH_ALGORITHMS[spec.method].rpartition(":")[2]
     if spec.method == "grid":
         out.append(f"search: grid via {alg}, {grid_size(spec.parameters)} combinations")

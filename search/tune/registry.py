@@ -1,20 +1,23 @@
 """Registries of search algorithms and schedulers, chosen by name, with their keyword arguments checked.
 
 Like Ray's ``SCHEDULER_IMPORT``, names map to classes; unlike Ray's ``trimmed_kwargs``, an unknown keyword is an error
-(a YAML typo must not vanish). ``metric`` and ``mode`` always come from the spec's ``metric``. Each scheduler carries
-what the rest of the flow must know of it: whether it cuts trials short, whether it restores trials from checkpoints.
+(a YAML typo must not vanish). ``metric`` and ``mode`` always come from the spec's ``metric``, which
+:func:`complete_metric` takes from the trainable when a grid or random spec names none. Each scheduler carries what the
+rest of the flow must know of it: whether it cuts trials short, whether it restores trials from checkpoints. W&B's
+``metric.target`` becomes a Ray Tune stopper (:func:`build_stopper`).
 """
 
 from __future__ import annotations
 
 import importlib
 import inspect
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from search.checks import is_number
 from search.errors import SpecError
-from search.spec import Spec
+from search.spec import Spec, validate
 
 
 @dataclass(frozen=True)
@@ -88,15 +91,55 @@ def check_population(spec: Spec) -> None:
         )
 
 
-def check_spec(spec: Spec) -> None:
-    """The rules that need Ray or the trainable: the scheduler's arguments, and what PBT needs of the sweep.
+def complete_metric(spec: Spec) -> Spec:
+    """``spec`` with a metric: its own, or the ``PRIMARY_METRIC`` its trainable's module declares (a grid or random
+    spec may name none, as in W&B). The metric enters the spec's ``raw`` too, so that the spec saved with a run reads
+    back complete without the trainable. Raises a one-line SpecError when neither names one.
 
-    ``search.spec.validate`` has checked the YAML; this imports Ray's scheduler classes and the trainable (to see whether it writes them).
+    Example:
+        >>> spec = validate({"method": "grid", "parameters": {"x": {"values": [1, 2]}}}, "s.yaml")
+        >>> complete_metric(spec)
+        Traceback (most recent call last):
+        ...
+        search.errors.SpecError: s.yaml: metric: missing; name one (e.g. metric: {name: bleu, goal: maximize}), or a trainable whose module declares PRIMARY_METRIC
+    """
+    if spec.metric is not None:
+        return spec
+    if not spec.trainable:
+        raise SpecError(
+            spec.file, "metric", "missing; name one (e.g. metric: {name: bleu, goal: maximize}), or a trainable "
+            "whose module declares PRIMARY_METRIC"
+        )  # fmt: skip
+    from search.trainables import primary_metric
+
+    declared = primary_metric(spec.trainable, spec.base_dir, spec.file)
+    if declared is None:
+        raise SpecError(
+            spec.file, "metric", f"missing, and trainable {spec.trainable!r} declares no PRIMARY_METRIC to rank "
+            "trials by; write e.g. metric: {name: bleu, goal: maximize}"
+        )  # fmt: skip
+    if not isinstance(declared, Mapping):
+        raise SpecError(
+            spec.file,
+            "trainable",
+            f"{spec.trainable!r}: PRIMARY_METRIC must be a mapping {{name, goal}}, got {declared!r}",
+        )
+    return validate({**spec.raw, "metric": dict(declared)}, spec.file)
+
+
+def check_spec(spec: Spec) -> None:
+    """The rules that need Ray or the trainable: the scheduler's arguments, what PBT needs of the sweep, and a metric
+    (the spec's, else the trainable's primary one).
+
+    ``search.spec.validate`` has checked the YAML; this imports Ray's scheduler classes and the trainable (to see
+    whether it writes checkpoints, and which metric it ranks by when the spec names none).
     """
     from search.trainables import trainable_info
 
     validate_scheduler(spec)
     info = trainable_info(spec.trainable, spec.base_dir, spec.file) if spec.trainable else None
+    if info is not None:
+        complete_metric(spec)
     if spec.scheduler.type == "pbt":
         check_population(spec)
     if SCHEDULERS[spec.scheduler.type].needs_checkpoints and info is not None and not info.checkpoints:
@@ -149,3 +192,65 @@ def build_search_alg(spec: Spec) -> Any:
 def num_samples(spec: Spec) -> int:
     """Ray's ``num_samples``: a grid enumerates its combinations itself."""
     return 1 if spec.method == "grid" else spec.samples
+
+
+class MetricTarget:
+    """W&B's ``metric.target``: once a trial reports the metric at or beyond the target (``>=`` when maximizing,
+    ``<=`` when minimizing), that trial stops and so does the sweep.
+
+    W&B stops starting runs and lets the running ones finish; Ray's ``stop_all`` ends the experiment, so the trials
+    still running stop at their next report, their reports so far kept. The Ray side is :class:`TargetStopper`.
+
+    Example:
+        >>> stop = MetricTarget("bleu", "max", 30.0)
+        >>> stop("t1", {"bleu": 29.5}), stop.stop_all()
+        (False, False)
+        >>> stop("t2", {"bleu": 30.0}), stop.stop_all(), stop.reached_by
+        (True, True, 't2')
+    """
+
+    def __init__(self, metric: str, mode: str, target: float):
+        self.metric, self.mode, self.target = metric, mode, target
+        self.reached_by: str | None = None  # the first trial that reached the target
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        value = result.get(self.metric)
+        if not is_number(value):
+            return False
+        if value >= self.target if self.mode == "max" else value <= self.target:
+            self.reached_by = self.reached_by or trial_id
+            return True
+        return False
+
+    def stop_all(self) -> bool:
+        return self.reached_by is not None
+
+
+def _stopper_class() -> type:
+    """``TargetStopper``: :class:`MetricTarget` as a Ray Tune ``Stopper``, defined on first use so that importing this
+    module (``search validate``) does not import Ray (~3 s). It is a module global once defined: pickle finds it by
+    name, as any class (Ray pickles the stopper with the run's state, and ``resume`` reads it back)."""
+    cls = globals().get("TargetStopper")
+    if cls is None:
+        from ray.tune.stopper import Stopper
+
+        class TargetStopper(MetricTarget, Stopper):
+            __doc__ = MetricTarget.__doc__
+
+        TargetStopper.__module__, TargetStopper.__qualname__ = __name__, "TargetStopper"
+        globals()["TargetStopper"] = cls = TargetStopper
+    return cls
+
+
+def __getattr__(name: str) -> Any:
+    """PEP 562: ``search.tune.registry.TargetStopper`` (see :func:`_stopper_class`)."""
+    if name == "TargetStopper":
+        return _stopper_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def build_stopper(spec: Spec) -> Any:
+    """Ray Tune's stopper for the spec's ``metric.target`` (for ``RunConfig(stop=...)``), or None without a target."""
+    if spec.metric is None or spec.metric.target is None:
+        return None
+    return _stopper_class()(spec.metric.name, spec.metric.mode, spec.metric.target)
