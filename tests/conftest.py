@@ -113,3 +113,24 @@ def figures(monkeypatch) -> Figures:
 
     monkeypatch.setattr(Figure, "savefig", record)
     return recorded
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """moto's S3 server on a loopback port with one bucket (tests/cluster.py: ``S3Server``); stopped at the end."""
+    from cluster import start_s3_server
+
+    server = start_s3_server(tmp_path_factory.mktemp("s3"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def two_node_cluster(s3_server, tmp_path_factory):
+    """A head and a worker Ray node that share no disk, both with ``s3_server``'s environment (tests/cluster.py)."""
+    from cluster import TwoNodeCluster
+
+    with TwoNodeCluster(env=s3_server.env, log_dir=tmp_path_factory.mktemp("cluster")) as cluster:
+        yield cluster
