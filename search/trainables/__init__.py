@@ -34,12 +34,16 @@ class TrainableInfo:
             sweep, returning the ``settings`` to use (e.g. with the decoding plan shared by trials).
         check: optional ``module:function`` called by the runner as ``check(config, searched_names, spec_file)``
             before anything is written, with the trial config less the searched values; raises ``SpecError``.
+        start: optional ``module:function`` called by the runner on the driver once Ray is up, as
+            ``start(settings) -> (settings, handle)``: starts what the sweep's trials share (the decode trainable's
+            pass board); the driver keeps ``handle`` until the sweep ends.
     """
 
     target: str
     checkpoints: bool
     prepare: str | None = None
     check: str | None = None
+    start: str | None = None
 
 
 TRAINABLES: dict[str, TrainableInfo] = {
@@ -51,6 +55,7 @@ TRAINABLES: dict[str, TrainableInfo] = {
         checkpoints=False,
         prepare="search.trainables.decode:prepare",
         check="search.trainables.decode:check",
+        start="search.trainables.decode:start",
     ),
 }
 
@@ -134,7 +139,7 @@ def primary_metric(name: str, base_dir: Path, file: str) -> Any:
 
 
 def load_hook(name: str, hook: str) -> Callable | None:
-    """A registered trainable's ``prepare`` or ``check`` function, or None."""
+    """A registered trainable's ``prepare``, ``check`` or ``start`` function, or None."""
     target = getattr(TRAINABLES.get(name), hook, None)
     if target is None:
         return None
