@@ -173,3 +173,14 @@ settings: {steps: 2}
     # W&B names the offline run after the trial it logged
     (trial,) = rank(run_dir).rows
     assert [p.name for p in (run_dir / "wandb").glob("offline-run-*/run-*.wandb")] == [f"run-{trial.trial_id}.wandb"]
+
+
+def test_a_grid_without_metric_ranks_by_the_trainables_primary_metric(run_sweep):
+    """W&B's grid and random need no metric: the run ranks by PRIMARY_METRIC, saved with the spec for `rank`."""
+    from search.report import rank
+    from search.rundir import read_run
+
+    _, run_dir = run_sweep("method: grid\ntrainable: TOY:quadratic\nparameters: {x: {values: [1, 3, 4]}}\n")
+    ranking = rank(run_dir, bootstrap=0)
+    assert (ranking.metric, ranking.mode, ranking.best.params) == ("score", "max", {"x": 3})
+    assert read_run(run_dir).spec.metric.name == "score"

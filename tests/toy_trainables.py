@@ -27,6 +27,7 @@ import helpers  # noqa: E402
 
 ray.cloudpickle.register_pickle_by_value(helpers)
 REFERENCES = helpers.TOY_REFERENCES
+PRIMARY_METRIC = {"name": "score", "goal": "maximize"}  # what a sweep of these without `metric:` ranks by
 
 
 def quadratic(config: dict) -> None:

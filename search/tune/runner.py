@@ -27,7 +27,15 @@ from search.spec import Param, Spec, trial_config
 from search.spec.params import put_nested
 from search.storage import Remote, is_uri, local_path, ray_storage
 from search.trainables.common import use_trial_cpus
-from search.tune.registry import SCHEDULERS, build_scheduler, build_search_alg, check_spec, num_samples
+from search.tune.registry import (
+    SCHEDULERS,
+    build_scheduler,
+    build_search_alg,
+    build_stopper,
+    check_spec,
+    complete_metric,
+    num_samples,
+)
 
 DATA_NON_PATH_KEYS = ("corpus", "format", "source_field", "target_field", "split", "name", "delimiter", "limit")
 
@@ -212,6 +220,7 @@ def _run_config(spec: Spec, run_dir: Path | Remote, progress: bool) -> Any:
         # Trials run in a working directory of Ray's; files a trainable writes there (hypotheses.txt, ...) are
         # copied into its trial directory, where rank/export/plot read them.
         sync_config=tune.SyncConfig(sync_artifacts=True),
+        stop=build_stopper(spec),  # metric.target: the sweep ends once a trial reaches it
         verbose=0,
     )
 
@@ -319,6 +328,7 @@ def run(
     from ray import tune
 
     p = plan(spec, storage=storage, name=name)
+    spec = complete_metric(spec)  # a grid or random sweep may name no metric: its trainable's PRIMARY_METRIC
     scheduler, search_alg = build_scheduler(spec), build_search_alg(spec)
     if spec.seed is not None:
         random.seed(spec.seed)  # PBT's explore/exploit draws from Python's random
