@@ -291,3 +291,4 @@ def test_a_decode_sweep_shares_its_passes_through_the_board(run_sweep, tiny_mode
     assert not list(decode_dir.glob("*.lock"))  # the board, not the file lock, said who decodes
     with pytest.raises(ValueError):  # the board lived as long as the sweep
         ray.get_actor(next(iter(names)), namespace=NAMESPACE)
+    assert open_board(next(iter(names))) is None  # a resumed trial naming it falls back to its machine's lock
