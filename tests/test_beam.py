@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import pytest
 import torch
+from torch.overrides import TorchFunctionMode
 
+from search.decoding import beam
 from search.decoding.beam import Decoded, decode_configs, decoding_kind, helpers_available
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -155,3 +158,55 @@ def test_hooks_are_removed_even_after_an_error():
             model, {"input_ids": batch()["input_ids"], "bogus": 1}, [{"num_beams": 3}], {"max_new_tokens": 4}
         )
     assert not any(name in vars(model) for name in ("_update_finished_beams", "_check_early_stop_heuristic"))
+
+
+# ---------------------------------------------------------------- devices and precision
+
+FACTORIES = frozenset({torch.full, torch.tensor, torch.arange, torch.zeros, torch.ones, torch.empty, torch.as_tensor})
+
+
+class MetaByDefault(TorchFunctionMode):
+    """Tensors that code in ``path`` creates without ``device=`` land on the ``meta`` device (no data), as if it were
+    the default device for that file only; transformers' own code is left alone (it creates some tensors on the
+    CPU and moves them, which a global ``torch.set_default_device("meta")`` would break)."""
+
+    def __init__(self, path: str):
+        super().__init__()
+        self.path, self.redirected = path, 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = dict(kwargs or {})
+        if func in FACTORIES and kwargs.get("device") is None and sys._getframe(1).f_code.co_filename == self.path:
+            kwargs["device"], self.redirected = "meta", self.redirected + 1
+        return func(*args, **kwargs)
+
+
+def test_the_replay_creates_its_tensors_on_the_inputs_device():
+    # The harness catches a factory call without device= in beam.py (here: code compiled under beam.py's name).
+    mode = MetaByDefault(beam.__file__)
+    with mode:
+        exec(compile("made = torch.full((2,), -1)", beam.__file__, "exec"), {"torch": torch}, scope := {})
+    assert scope["made"].is_meta and mode.redirected == 1
+    # So a replay that made one tensor off the inputs' device would fail here (meta and cpu tensors do not mix).
+    model, inputs = tiny_model("bart"), batch()
+    configs = [
+        {"num_beams": 3, "length_penalty": lp, "early_stopping": es} for lp in (0.6, 2.0) for es in (True, "never")
+    ]
+    mode = MetaByDefault(beam.__file__)
+    with mode:
+        outs = decode_configs(model, inputs, configs, {"max_new_tokens": 12})
+    assert mode.redirected == 0
+    for out, config in zip(outs, configs, strict=True):
+        assert out.sequences.device == out.sequences_scores.device == inputs["input_ids"].device
+        assert torch.equal(out.sequences, reference(model, inputs, {"max_new_tokens": 12}, config).sequences)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_replay_equals_generate_under_autocast(dtype):
+    model, shared = tiny_model("bart"), {"max_new_tokens": 20}
+    configs = [c for c in GRID if c["num_beams"] in (2, 4)]
+    with torch.autocast("cpu", dtype=dtype):
+        distinct = check_equal(model, batch(), shared, configs)
+        half = reference(model, batch(), shared, configs[0]).sequences_scores
+    assert len(distinct) >= 6, len(distinct)
+    assert not torch.equal(half, reference(model, batch(), shared, configs[0]).sequences_scores)  # autocast acted

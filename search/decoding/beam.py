@@ -14,10 +14,14 @@ Two things keep the replay cheap without changing a single float operation:
   pass (a few per step) and looked up at the end.
 - ``length_penalty`` enters as ``score / (length ** length_penalty)`` with a Python float. The replay calls the helpers
   with ``length_penalty=0.0`` (a division by exactly 1.0) on scores already divided row by row by the same float32
-  divisor, which is the same IEEE operation (checked by ``tests/test_beam.py`` against ``generate()``).
+  divisor, which is the same IEEE operation (checked by ``tests/test_beam.py`` against ``generate()``; on CUDA, where
+  torch multiplies by the divisor's reciprocal instead, the replay does too: see ``_Group.divide``).
 
 A returned slot that holds an unfinished candidate (possible only in corner cases) cannot be looked up; that config is
 then recomputed with plain ``generate()``, never guessed.
+
+Every tensor the replay creates is created on the device of the tensors HF hands the hooks (the model's), so a pass
+on a GPU stays there; under autocast the replay still sees HF's float32 scores, so it stays exact in bf16/fp16 too.
 """
 
 from __future__ import annotations
@@ -221,12 +225,22 @@ class _Group:
         self.ids = init["ids"].repeat(g, 1)  # [g*B, nb] candidate id of each finished slot
         self.scores = init["scores"].repeat(g, 1)  # [g*B, nb] float32
         self.finished = init["finished"].repeat(g, 1)  # [g*B, nb] bool
-        self.unsatisfied = torch.ones((self.ids.shape[0], 1), dtype=torch.bool)  # [g*B, 1]
+        self.unsatisfied = torch.ones((self.ids.shape[0], 1), dtype=torch.bool, device=self.ids.device)  # [g*B, 1]
 
-    def divisors(self, lengths: list[int], batch: int) -> torch.Tensor:
-        """``[g*B, 1]`` float32 ``length ** length_penalty`` per row, computed in Python floats as HF does."""
+    def divide(self, scores: torch.Tensor, lengths: list[int], batch: int) -> torch.Tensor:
+        """``scores`` ``[g*B, k]`` divided row by row by ``length ** length_penalty`` of the row's config, bit for bit
+        as HF's ``scores / python_float`` computes it on the scores' device.
+
+        The divisor is computed in Python floats as HF does. The CPU divides by it in float32; CUDA's kernel for a
+        CPU-scalar divisor multiplies by its float32 reciprocal instead (``div_true_kernel_cuda``), which can differ
+        in the last bit, so the replay does the same there.
+        """
         values = [float(n**lp) for n, (_, lp) in zip(lengths, self.members, strict=True)]
-        return torch.tensor(values, dtype=torch.float32).repeat_interleave(batch).unsqueeze(1)
+        divisors = torch.tensor(values, dtype=torch.float32, device="cpu")  # where HF's Python float lives
+        if scores.device.type == "cuda":
+            factors = (1.0 / divisors).to(scores.device)
+            return scores * factors.repeat_interleave(batch).unsqueeze(1)
+        return scores / divisors.to(scores.device).repeat_interleave(batch).unsqueeze(1)
 
     def keep(self, mask: torch.Tensor, batch: int) -> None:
         """Drop the configs whose ``mask`` entry is False."""
@@ -270,17 +284,18 @@ class _Tracker:
             self.prompt_len = prompt
             self._start(kw["sequences"], nb)
         just_finished = hits & kw["top_num_beam_mask"][None, :]
-        cand = torch.full((batch, k), -1, dtype=torch.int64)  # -1: an unfinished candidate, not stored
+        device = topk_scores.device
+        cand = torch.full((batch, k), -1, dtype=torch.int64, device=device)  # -1: an unfinished candidate, not stored
         n = int(just_finished.sum())
         if n:
-            cand[just_finished] = torch.arange(self.n_candidates, self.n_candidates + n)
+            cand[just_finished] = torch.arange(self.n_candidates, self.n_candidates + n, device=device)
             self.candidates.append(topk_seqs[just_finished])
             self.lengths += [cur_len + 1 - prompt] * n
             self.n_candidates += n
         for group in self.groups:
             g = len(group.members)
             cand_g = cand.repeat(g, 1).unsqueeze(-1)
-            scores = topk_scores.repeat(g, 1) / group.divisors([cur_len + 1 - prompt] * g, batch)
+            scores = group.divide(topk_scores.repeat(g, 1), [cur_len + 1 - prompt] * g, batch)
             ids, group.scores, _, group.finished = self.cls._update_finished_beams(
                 self.model, sequences=group.ids.unsqueeze(-1), topk_running_sequences=cand_g,
                 beam_scores=group.scores, topk_log_probs=scores, beam_indices=group.ids.unsqueeze(-1),
@@ -302,7 +317,7 @@ class _Tracker:
             lengths = [
                 max_length - prompt if group.es == "never" and lp > 0.0 else cur_len - prompt for _, lp in group.members
             ]
-            best = running.repeat(g, 1) / group.divisors(lengths, batch)
+            best = group.divide(running.repeat(g, 1), lengths, batch)
             group.unsatisfied = self.cls._check_early_stop_heuristic(
                 is_early_stop_heuristic_unsatisfied=group.unsatisfied, running_beam_scores=best,
                 beam_scores=group.scores, is_sent_finished=group.finished, cur_len=cur_len, max_length=max_length,
@@ -325,7 +340,7 @@ class _Tracker:
                     self.final[group.members[c][0]] = (group.ids[rows], group.scores[rows], group.finished[rows])
                 group.keep(going, batch)
         self.groups = [group for group in self.groups if group.members]
-        return torch.tensor(bool(self.groups)) & valid_continuations
+        return torch.tensor(bool(self.groups), device=hits.device) & valid_continuations
 
     def _start(self, sequences: torch.Tensor, nb: int) -> None:
         """Initial finished slots: HF's ``sequences`` (prompt + fill) become candidates ``0..B-1``."""
@@ -333,10 +348,11 @@ class _Tracker:
         self.candidates.append(sequences[:, 0, :])
         self.lengths += [0] * batch
         self.n_candidates = batch
+        device = sequences.device
         init = {
-            "ids": torch.arange(batch).unsqueeze(1).repeat(1, nb),
-            "scores": torch.full((batch, nb), -1e9, dtype=torch.float),
-            "finished": torch.zeros((batch, nb), dtype=torch.bool),
+            "ids": torch.arange(batch, device=device).unsqueeze(1).repeat(1, nb),
+            "scores": torch.full((batch, nb), -1e9, dtype=torch.float, device=device),
+            "finished": torch.zeros((batch, nb), dtype=torch.bool, device=device),
         }
         by_es: dict[str, list[tuple[int, float]]] = {}
         for u, (lp, es) in enumerate(self.unique):
@@ -346,7 +362,7 @@ class _Tracker:
     def outputs(self) -> list[Decoded | None]:
         """Each config's sequences and scores, cropped as ``_beam_search`` crops them."""
         table = torch.cat(self.candidates)  # [n_candidates, max_length]
-        lengths = torch.tensor(self.lengths)
+        lengths = torch.tensor(self.lengths, device=table.device)
         outs: list[Decoded | None] = []
         for u, nrs in zip(self.of_config, self.nrs, strict=True):
             ids, scores, _ = self.final[u]
