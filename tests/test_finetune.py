@@ -174,8 +174,10 @@ def test_loss_falls_and_tiny_model_overfits(tmp_path):
     assert [g.strip() for g in generated] == TARGETS
 
 
-def test_resume_of_the_same_trial_continues_exactly(tmp_path):
-    cfg = config(tmp_path, dropout=0.3, settings={"max_steps": 20, "eval_every": 10})
+@pytest.mark.parametrize(("grad_accum", "precision"), [(1, "fp32"), (2, "fp16")])  # fp16: autocast and a scaler
+def test_resume_of_the_same_trial_continues_exactly(tmp_path, grad_accum, precision):
+    settings = {"max_steps": 20, "eval_every": 10, "grad_accum": grad_accum, "precision": precision}
+    cfg = config(tmp_path, dropout=0.3, settings=settings)
     straight = run(cfg, checkpoint_root=tmp_path / "a", trial_id="t1")
     resumed = run(cfg, checkpoint_root=tmp_path / "b", start=tmp_path / "a" / "10", trial_id="t1")
     assert [r["step"] for r in resumed] == [20]

@@ -3,7 +3,8 @@
 A checkpoint directory written by the ``finetune`` trainable holds::
 
     model/              save_pretrained() of the model, its tokenizer and generation_config.json
-    training_state.pt   step, epoch position, optimizer state, LR-schedule state, RNG states, the trial that saved it
+    training_state.pt   step, epoch position, optimizer and fp16 loss-scaler state, LR-schedule state, RNG states,
+                        the trial that saved it, and (for the record) its device and precision
     hparams.json        the hyperparameters in effect when it was saved (for people; restore ignores it)
 
 ``model/`` is already a model directory; ``export_model_dir`` loads it and writes it out again so that the result is
@@ -48,7 +49,12 @@ def save_checkpoint(directory: str | Path, model, tokenizer, state: dict[str, An
 
 
 def load_training_state(directory: str | Path) -> dict[str, Any]:
-    """The ``state`` dict that ``save_checkpoint`` wrote (RNG states included, hence ``weights_only=False``)."""
+    """The ``state`` dict that ``save_checkpoint`` wrote (RNG states included, hence ``weights_only=False``).
+
+    Its tensors load onto the CPU whatever device wrote them (a GPU trial's checkpoint loads on a CPU-only machine):
+    RNG states must be CPU tensors, and ``optimizer.load_state_dict`` then moves the moments onto the device of the
+    parameters they belong to.
+    """
     import torch
 
     return torch.load(Path(directory) / STATE_FILE, map_location="cpu", weights_only=False)

@@ -46,6 +46,7 @@ from search.errors import SpecError
 from search.metrics import corpus_scores
 from search.sections import searched
 from search.trainables.common import use_trial_cpus
+from search.trainables.device import PRECISIONS, Compute, check_settings
 from search.trainables.outputs import write_generate_args, write_translations
 
 PRIMARY_METRIC = {"name": "bleu", "goal": "maximize"}  # what a sweep without `metric:` ranks trials by
@@ -58,13 +59,15 @@ SETTING_DEFAULTS: dict[str, Any] = {
     "max_source_length": 128,  # source tokens kept; longer sources are cut
     "generate": {},  # fixed generate() arguments for every trial (e.g. {min_length: 3})
     "seed": 0,  # initialises a model given as a mapping, and seeds sampling
+    "device": "auto",  # the GPU Ray gave the trial (resources.gpu > 0), else the CPU; cpu or cuda force one
+    "precision": "fp32",  # autocast dtype of generate(): bf16/fp16 are faster on GPUs; part of the cache key
     "train_size": 2000,  # training texts for the tokenizer of a model given as a mapping (smoke tests)
     "cache_dir": "./runs/.cache",  # shared decode results and tokenizers (the runner sets an absolute path)
     "spec_file": "<config>",  # named in the errors a trial raises (the runner sets the sweep file)
     "decode_plan": {},  # set by `prepare`: {"grid": {name: [values]}, "continuous": [names]}
     "pass_board": None,  # set by `start`: the sweep's pass board (None outside a sweep: the file cache's lock)
 }
-_MODELS: dict[str, tuple[Any, Any]] = {}  # one model per worker process, keyed by its fingerprint
+_MODELS: dict[tuple[str, str], tuple[Any, Any]] = {}  # one model per worker process, by fingerprint and device
 
 
 def prepare(settings: dict, candidates: dict) -> dict:
@@ -107,10 +110,16 @@ def shared_args(settings: dict) -> dict:
 
 
 def load(model_spec: Any, settings: dict, data: dict):
-    """The (model, tokenizer) of this worker, loaded or built once per fingerprint."""
+    """The (model, tokenizer) of this worker, loaded or built once per fingerprint, on the trial's device
+    (``settings.device``; ``model.device`` tells where, ``decode_pass`` moves the batches there).
+
+    Raises:
+        SpecError: ``settings.device`` is cuda where there is no GPU for the trial.
+    """
     from search.models import build_model
 
-    key = model_fingerprint(model_spec, settings["seed"])
+    device = Compute.from_settings(settings).device
+    key = (model_fingerprint(model_spec, settings["seed"]), str(device))
     if key not in _MODELS:
 
         def train_texts() -> list[str]:
@@ -121,30 +130,39 @@ def load(model_spec: Any, settings: dict, data: dict):
 
         torch.manual_seed(settings["seed"])
         model, tokenizer = build_model(model_spec, train_texts, cache_dir=settings["cache_dir"])
-        model.eval()
+        model.to(device).eval()
         _MODELS[key] = (model, tokenizer)
     return _MODELS[key]
 
 
-def decode_pass(model, tokenizer, batches, configs: list[dict], shared: dict, seed: int) -> tuple[list[dict], float]:
-    """Decode every batch with every config (one beam pass per batch); return each config's entry and the seconds."""
+def decode_pass(
+    model, tokenizer, batches, configs: list[dict], shared: dict, seed: int, precision: str = "fp32"
+) -> tuple[list[dict], float]:
+    """Decode every batch with every config (one beam pass per batch); return each config's entry and the seconds.
+
+    The batches (on the CPU) are moved to ``model.device``; generate() and the replay run under ``precision``'s
+    autocast (``settings.precision``). Each entry records the precision and device it was decoded with.
+    """
+    compute = Compute(model.device, PRECISIONS[precision])
     n = sum(len(chunk) for chunk, _ in batches)
     hypotheses = [[""] * n for _ in configs]
     lengths = [[0] * n for _ in configs]
     special = torch.tensor(sorted(set(tokenizer.all_special_ids)))
-    torch.manual_seed(seed)  # sampling configs are reproducible
+    torch.manual_seed(seed)  # sampling configs are reproducible (seeds the CPU's and every GPU's generator)
     start = time.perf_counter()
     for chunk, inputs in batches:
-        for c, out in enumerate(decode_configs(model, inputs, configs, shared)):
+        with compute.autocast():
+            outs = decode_configs(model, compute.to_device(inputs), configs, shared)
+        for c, out in enumerate(outs):
             per_input = out.sequences.shape[0] // len(chunk)
-            top = out.sequences[::per_input]  # the best of each input's num_return_sequences
+            top = out.sequences[::per_input].cpu()  # the best of each input's num_return_sequences
             texts = tokenizer.batch_decode(top, skip_special_tokens=True)
             counts = (~torch.isin(top, special)).sum(dim=1).tolist()
             for i, text, count in zip(chunk, texts, counts, strict=True):
                 hypotheses[c][i], lengths[c][i] = text.strip(), count
     seconds = time.perf_counter() - start
-    entries = [{"hypotheses": h, "output_tokens": k, "seconds": seconds, "configs": len(configs)} for h, k in
-               zip(hypotheses, lengths, strict=True)]  # fmt: skip
+    done = {"seconds": seconds, "configs": len(configs), "precision": precision, "device": str(compute.device)}
+    entries = [{"hypotheses": h, "output_tokens": k, **done} for h, k in zip(hypotheses, lengths, strict=True)]
     return entries, seconds
 
 
@@ -165,6 +183,7 @@ def resolve_settings(config: dict, file: str | None = None) -> dict:
     if settings["limit"] is not None:
         require_positive_int(settings["limit"], file, "settings.limit")
     require_int(settings["seed"], file, "settings.seed", 0)
+    check_settings(settings, file)
     if not isinstance(settings["generate"], dict):
         got = settings["generate"]
         raise SpecError(file, "settings.generate", f"must be a mapping of generate() arguments, got {got!r}")
@@ -193,6 +212,7 @@ def _pass_cache(config: dict, settings: dict, sources: list[str], pass_key: tupl
         "model": model_fingerprint(config["model"], settings["seed"]), "sources": sources,
         "batch_size": settings["batch_size"], "max_source_length": settings["max_source_length"],
         "seed": settings["seed"], "pass": pass_key,
+        "precision": settings["precision"],  # autocast changes the scores; the device only by float noise: not in it
     }  # fmt: skip
     return DecodeCache(settings["cache_dir"], digest(key))
 
@@ -227,7 +247,9 @@ def _decoded(config: dict, settings: dict, pairs, args: dict, shared: dict) -> t
         kept = {k: hit for k in keys if k != own and (hit := cache.get(k)) is not None}
         todo = {k: members[k] for k in keys if k not in kept}
         batches = source_batches(tokenizer, pairs.sources, settings["batch_size"], settings["max_source_length"])
-        entries, _ = decode_pass(model, tokenizer, batches, list(todo.values()), shared, settings["seed"])
+        entries, _ = decode_pass(
+            model, tokenizer, batches, list(todo.values()), shared, settings["seed"], settings["precision"]
+        )
         for key, decoded in zip(todo, entries, strict=True):
             cache.put(key, decoded)
         return {**kept, **dict(zip(todo, entries, strict=True))}

@@ -3,10 +3,14 @@
 Searched hyperparameters arrive at the top level of the config (``HPARAM_DEFAULTS``); ``model``, ``data`` and
 ``settings`` (``SETTING_DEFAULTS``) are fixed for the sweep. One report is one ``training_iteration`` for ASHA and PBT.
 
+Each optimizer step sums the gradients of ``settings.grad_accum`` micro-batches (see ``train_step``). The trial computes
+on the device and in the precision ``search.trainables.device`` resolves from ``settings.device``/``precision``.
+
 PBT restarts an exploited trial with the donor's checkpoint and a mutated config. ``restore`` loads the donor's weights,
 optimizer state and step, and only then applies the current config: the learning rates of the optimizer's parameter
 groups are recomputed from the config's base rates at the restored step (the LR schedule is a pure function of the
 step, so no scheduler state can carry the donor's base rates over, the bug of transformers issues 10247 and 22434).
+fp16's loss-scaler state travels with the checkpoint like the optimizer's.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from search.metrics import corpus_scores
 from search.models import build_model, load_pretrained
 from search.trainables.checkpoints import load_training_state, model_dir, save_checkpoint
 from search.trainables.common import use_trial_cpus
+from search.trainables.device import Compute
 from search.trainables.finetune_config import FinetuneConfig, resolve_config
 from search.trainables.outputs import write_translations
 
@@ -59,7 +64,8 @@ def token_batches(lengths: list[int], batch_tokens: int, rng: random.Random) -> 
 
 
 def collate(model, pad_id: int, sources: list[list[int]], targets: list[list[int]]) -> dict[str, torch.Tensor]:
-    """Pad a batch: ``input_ids``/``attention_mask`` (B, S), ``labels`` (B, T) with -100 pads, ``decoder_input_ids``."""
+    """Pad a batch on the CPU: ``input_ids``/``attention_mask`` (B, S), ``labels`` (B, T) with -100 pads,
+    ``decoder_input_ids``."""
     width = max(map(len, sources))
     input_ids = torch.full((len(sources), width), pad_id, dtype=torch.long)
     for row, ids in enumerate(sources):
@@ -144,9 +150,11 @@ def apply_hparams(optimizer: torch.optim.Optimizer, cfg: FinetuneConfig, step: i
 class TrainState:
     """Everything a checkpoint restores; ``start_from``/``start_step`` say where this run of the trial began."""
 
-    model: Any
+    model: Any  # on compute.device
     tokenizer: Any
     optimizer: torch.optim.AdamW
+    compute: Compute
+    scaler: torch.amp.GradScaler  # enabled for fp16 only
     step: int = 0
     epoch: int = 0
     batch_in_epoch: int = 0
@@ -155,12 +163,13 @@ class TrainState:
 
 
 def init_state(cfg: FinetuneConfig, train_texts: list[str]) -> TrainState:
-    """A fresh model (seeded), its tokenizer (trained or cached) and optimizer."""
+    """A fresh model (seeded) on the trial's device, its tokenizer (trained or cached), optimizer and scaler."""
+    compute = Compute.from_settings(cfg.settings)
     torch.manual_seed(cfg.seed)
     cache_dir = cfg.settings["cache_dir"]
     model, tokenizer = build_model(cfg.model, lambda: train_texts, cache_dir=cache_dir, dropout=cfg.dropout)
-    model.train()
-    return TrainState(model, tokenizer, make_optimizer(model, cfg))
+    model.to(compute.device).train()
+    return TrainState(model, tokenizer, make_optimizer(model, cfg), compute, compute.grad_scaler())
 
 
 def save_state(state: TrainState, cfg: FinetuneConfig, directory: Path, trial_id: str | None) -> None:
@@ -170,10 +179,14 @@ def save_state(state: TrainState, cfg: FinetuneConfig, directory: Path, trial_id
         "epoch": state.epoch,
         "batch_in_epoch": state.batch_in_epoch,
         "optimizer": state.optimizer.state_dict(),
+        "scaler": state.scaler.state_dict(),  # fp16's loss scale and growth tracker; {} when disabled
         # The LR schedule is a function of the step; its parameters are kept for the record only.
         "schedule": {"kind": "linear", "warmup_steps": cfg.warmup_steps, "max_steps": cfg.settings["max_steps"]},
-        "rng": {"torch": torch.get_rng_state()},
+        "rng": state.compute.rng_state(),
         "trial_id": trial_id,
+        # For the record: restore uses the current settings' device and precision.
+        "device": str(state.compute.device),
+        "precision": state.compute.precision.name,
     }
     save_checkpoint(directory, state.model, state.tokenizer, training_state, cfg.hparams())
 
@@ -183,20 +196,26 @@ def restore(cfg: FinetuneConfig, directory: Path, trial_id: str | None) -> Train
 
     Order matters: the donor's weights, optimizer state and step are loaded first; then the current config's
     hyperparameters are applied (dropout when the model is built, LRs and weight decay after the optimizer state).
+    Whatever device wrote the checkpoint, its state lands on this trial's device.
     """
+    compute = Compute.from_settings(cfg.settings)
     model, tokenizer = load_pretrained(model_dir(directory), dropout=cfg.dropout)
-    model.train()
+    model.to(compute.device).train()
     saved = load_training_state(directory)
     optimizer = make_optimizer(model, cfg)
-    optimizer.load_state_dict(saved["optimizer"])  # Adam moments and step counts, and the donor's LRs...
+    # Adam moments and step counts (moved onto the parameters' device), and the donor's LRs...
+    optimizer.load_state_dict(saved["optimizer"])
     apply_hparams(optimizer, cfg, saved["step"])  # ...which this config's schedule replaces at the restored step
+    scaler = compute.grad_scaler()
+    if saved.get("scaler"):  # absent from older checkpoints, {} from a disabled scaler: start a fresh one
+        scaler.load_state_dict(saved["scaler"])
     if saved["trial_id"] == trial_id:
-        torch.set_rng_state(saved["rng"]["torch"])  # same trial resumed: continue exactly
+        compute.set_rng_state(saved["rng"])  # same trial resumed: continue exactly
     else:
-        # A PBT clone must not replay the donor's dropout masks.
+        # A PBT clone must not replay the donor's dropout masks (seeds the CPU's and every GPU's generator).
         torch.manual_seed(zlib.crc32(f"{cfg.seed}:{trial_id}:{saved['step']}".encode()))
     return TrainState(
-        model, tokenizer, optimizer, saved["step"], saved["epoch"], saved["batch_in_epoch"],
+        model, tokenizer, optimizer, compute, scaler, saved["step"], saved["epoch"], saved["batch_in_epoch"],
         start_from=saved["trial_id"] or "", start_step=saved["step"],
     )  # fmt: skip
 
@@ -220,42 +239,62 @@ def evaluate(
     Returns:
         ``({"eval_loss", "bleu", "chrf", "bleu_signature", "chrf_signature"}, hypotheses)``
     """
-    model, settings = state.model, cfg.settings
+    model, settings, compute = state.model, cfg.settings, state.compute
     model.eval()
     order = sorted(range(len(src)), key=lambda i: len(src[i]))
     hypotheses = [""] * len(src)
     nll_sum, tokens = 0.0, 0
     for start in range(0, len(order), settings["eval_batch_size"]):
         chunk = order[start : start + settings["eval_batch_size"]]
-        batch = collate(model, state.tokenizer.pad_token_id, [src[i] for i in chunk], [tgt[i] for i in chunk])
-        _, nll = token_losses(model, batch, 0.0)
+        pad_id = state.tokenizer.pad_token_id
+        batch = compute.to_device(collate(model, pad_id, [src[i] for i in chunk], [tgt[i] for i in chunk]))
+        with compute.autocast():
+            _, nll = token_losses(model, batch, 0.0)
+            # max_length=None: the model's own max_length would clash with max_new_tokens (and warn every call).
+            out = model.generate(
+                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], num_beams=settings["num_beams"],
+                max_new_tokens=settings["max_new_tokens"], max_length=None, do_sample=False,
+            )  # fmt: skip
         nll_sum, tokens = nll_sum + nll.sum().item(), tokens + nll.numel()
-        # max_length=None: the model's own max_length would clash with max_new_tokens (and warn every call).
-        out = model.generate(
-            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], num_beams=settings["num_beams"],
-            max_new_tokens=settings["max_new_tokens"], max_length=None, do_sample=False,
-        )  # fmt: skip
-        for i, text in zip(chunk, state.tokenizer.batch_decode(out, skip_special_tokens=True), strict=True):
+        for i, text in zip(chunk, state.tokenizer.batch_decode(out.cpu(), skip_special_tokens=True), strict=True):
             hypotheses[i] = text.strip()
     model.train()
     scores = corpus_scores(hypotheses, references)
     return {"eval_loss": nll_sum / max(1, tokens), **scores}, hypotheses
 
 
-def train_step(state: TrainState, cfg: FinetuneConfig, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, tuple]:
-    """One optimizer update on ``batch``; returns the plain per-token NLL and the (encoder, decoder) LRs used."""
+def train_step(
+    state: TrainState, cfg: FinetuneConfig, micro_batches: list[dict[str, torch.Tensor]]
+) -> tuple[torch.Tensor, tuple]:
+    """One optimizer update on the union of ``micro_batches`` (``settings.grad_accum`` of them, on the CPU).
+
+    The objective is normalised per target token over the accumulated batch: each micro-batch's backward pass adds
+    the gradient of (sum of its token losses) / (target tokens of all the micro-batches), so the update equals one
+    step on their union whatever their token counts (up to the float noise of padding them apart).
+
+    Returns:
+        The plain NLL of every target token of the micro-batches, (N,), and the (encoder, decoder) LRs used.
+    """
+    compute = state.compute
     lrs = apply_hparams(state.optimizer, cfg, state.step)
-    objective, nll = token_losses(state.model, batch, cfg.label_smoothing)
+    tokens = sum(int((batch["labels"] != -100).sum()) for batch in micro_batches)
     state.optimizer.zero_grad(set_to_none=True)
-    objective.mean().backward()
+    nlls = []
+    for batch in micro_batches:
+        with compute.autocast():
+            objective, nll = token_losses(state.model, compute.to_device(batch), cfg.label_smoothing)
+        state.scaler.scale(objective.sum() / tokens).backward()  # backward outside autocast, as torch advises
+        nlls.append(nll.detach())
     if state.step < cfg.freeze_encoder_steps:
         for p in state.optimizer.param_groups[0]["params"]:  # the encoder group
             p.grad = None  # AdamW skips parameters without gradient: no update, no weight decay
     if cfg.max_grad_norm:
+        state.scaler.unscale_(state.optimizer)  # clip the true gradients, not fp16's scaled ones
         torch.nn.utils.clip_grad_norm_(state.model.parameters(), cfg.max_grad_norm)
-    state.optimizer.step()
+    state.scaler.step(state.optimizer)  # fp16: skipped when a gradient overflowed (the scale then shrinks)
+    state.scaler.update()
     state.step += 1
-    return nll, lrs
+    return torch.cat(nlls), lrs
 
 
 @dataclass
@@ -278,6 +317,8 @@ class Meter:
             "peak_mem_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "start_from": state.start_from,
             "start_step": state.start_step,
+            "device": str(state.compute.device),
+            "precision": state.compute.precision.name,
         }
 
 
@@ -310,16 +351,22 @@ def train(
     dev_src, dev_tgt = encode(state.tokenizer, dev_pairs.sources, references, max_length)
     lengths = [max(len(s), len(t)) for s, t in zip(src, tgt, strict=True)]
     batches = token_batches(lengths, cfg.batch_tokens, random.Random(f"{cfg.seed}:{state.epoch}"))
-    meter = Meter()
-    while state.step < settings["max_steps"]:
+
+    def next_micro_batch() -> dict[str, torch.Tensor]:
+        """The next micro-batch of the epoch (moving on to the next epoch at its end), collated."""
+        nonlocal batches
         if state.batch_in_epoch >= len(batches):
             state.epoch, state.batch_in_epoch = state.epoch + 1, 0
             batches = token_batches(lengths, cfg.batch_tokens, random.Random(f"{cfg.seed}:{state.epoch}"))
         chunk = batches[state.batch_in_epoch]
         state.batch_in_epoch += 1
+        return collate(state.model, state.tokenizer.pad_token_id, [src[i] for i in chunk], [tgt[i] for i in chunk])
+
+    meter = Meter()
+    while state.step < settings["max_steps"]:
         began = time.perf_counter()
-        batch = collate(state.model, state.tokenizer.pad_token_id, [src[i] for i in chunk], [tgt[i] for i in chunk])
-        nll, meter.lrs = train_step(state, cfg, batch)
+        micro_batches = [next_micro_batch() for _ in range(settings["grad_accum"])]
+        nll, meter.lrs = train_step(state, cfg, micro_batches)
         meter.seconds += time.perf_counter() - began
         meter.nll_sum, meter.tokens = meter.nll_sum + nll.sum().item(), meter.tokens + nll.numel()
         if state.step % settings["eval_every"] and state.step < settings["max_steps"]:
@@ -375,8 +422,9 @@ def finetune(config: dict) -> None:
     """Ray Tune trainable: fine-tune ``config["model"]`` on ``config["data"]``, reporting every ``eval_every`` steps.
 
     Reports ``step, train_loss, eval_loss, bleu, bleu_signature, chrf, chrf_signature, lr_encoder, lr_decoder,
-    tokens_per_s, peak_mem_mb, start_from, start_step`` with a checkpoint each time (``start_from``/``start_step``:
-    the trial and step whose checkpoint this run of the trial started from; "" and 0 for a fresh start). Outside
+    tokens_per_s, peak_mem_mb, start_from, start_step, device, precision`` with a checkpoint each time
+    (``start_from``/``start_step``: the trial and step whose checkpoint this run of the trial started from; "" and 0
+    for a fresh start; ``device``: where it trained, e.g. ``cpu`` or ``cuda``). Outside
     Tune it prints the metrics and writes the checkpoints under ``settings.output_dir``.
 
     Example:

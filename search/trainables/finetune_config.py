@@ -13,6 +13,7 @@ from search.checks import is_int, is_number
 from search.corpora import load_pairs
 from search.errors import SpecError
 from search.sections import SECTIONS, searched
+from search.trainables.device import check_settings
 
 HPARAM_DEFAULTS: dict[str, Any] = {
     "learning_rate": 1e-3,  # base LR of both groups; suits small models from scratch (pretrained ones: ~5e-5)
@@ -29,6 +30,9 @@ HPARAM_DEFAULTS: dict[str, Any] = {
 }
 SETTING_DEFAULTS: dict[str, Any] = {
     "max_steps": 2000,  # training budget in optimizer steps; the LR decays linearly to 0 here
+    "grad_accum": 1,  # micro-batches (of batch_tokens each) per optimizer step: larger batches in the same memory
+    "device": "auto",  # the GPU Ray gave the trial (resources.gpu > 0), else the CPU; cpu or cuda force one
+    "precision": "fp32",  # autocast dtype of training and eval: bf16, or fp16 (loss-scaled), is faster on GPUs
     "eval_every": 200,  # steps between reports (one report = one training_iteration)
     "eval_size": 200,  # first dev pairs scored per report: enough for a stable ranking, cheap to decode
     "num_beams": 1,  # greedy eval decoding: several times cheaper than beam search, ranks trials alike
@@ -101,8 +105,10 @@ def resolve_config(config: dict, file: str | None = None) -> FinetuneConfig:
         )
     settings = {**SETTING_DEFAULTS, **{k: v for k, v in settings.items() if v is not None or k == "train_size"}}
     hp = {**HPARAM_DEFAULTS, **searched(config)}
-    for key in ("max_steps", "eval_every", "eval_size", "num_beams", "max_new_tokens", "eval_batch_size", "max_length"):
+    counts = ("max_steps", "grad_accum", "eval_every", "eval_size", "num_beams", "max_new_tokens", "eval_batch_size")
+    for key in (*counts, "max_length"):
         _check_number(file, f"settings.{key}", settings[key], 0, integer=True, positive=True)
+    check_settings(settings, file)
     if settings["train_size"] is not None:
         _check_number(file, "settings.train_size", settings["train_size"], 0, integer=True, positive=True)
     for key in ("learning_rate", "encoder_lr", "decoder_lr"):
