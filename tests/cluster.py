@@ -21,9 +21,10 @@ Where a driver runs
     Drivers run inside the head's namespace: ``cluster.run_on_head(argv)`` (``popen_on_head`` for one a test watches
     or interrupts), as on a real cluster where ``search run --address ...`` runs on the head machine. Nothing here
     sets ``RAY_ADDRESS`` in the pytest process; pass ``--address cluster.address`` (or ``ray.init(address=...)``).
-    ``run_on_worker`` is for looking at the worker's disk and processes, not for drivers: the worker's temp dir is
-    ``/tmp/ray_worker``, so a driver started there fails loudly instead of talking to the wrong raylet (both nodes
-    are on this host, and Ray hands a driver the head's raylet).
+    ``run_on_worker`` is for looking at the worker's disk and processes. A driver there needs
+    ``ray.init(address=..., _node_ip_address=WORKER_IP)``: without it Ray hands it the head's raylet, whose socket
+    is not on the worker's disk (the worker's temp dir is ``/tmp/ray_worker``), and it crashes instead of talking
+    to the wrong raylet.
 
 Getting a file to a node
     ``cluster.head.path("/tmp/sweep.yaml")`` is that path as the head sees it (through ``/proc/PID/root``), readable
@@ -35,9 +36,10 @@ Getting a file to a node
 
 Authentication (Ray 2.60)
     Every node and driver gets ``RAY_AUTH_MODE=token`` and a fresh ``RAY_AUTH_TOKEN``: token authentication is on and
-    Ray prints no warning about it. With ``RAY_AUTH_MODE`` unset, ``ray start --head`` enables token auth by itself
-    when ``~/.ray/auth_token`` exists (any earlier local ``ray.init()`` creates it) and warns either way, while
-    ``ray start --address`` and ``ray.init(address=...)`` never enable it on their own: they retry for ~20 s and fail
+    Ray prints no warning about it. With ``RAY_AUTH_MODE`` unset, ``ray start --head`` turns token auth on by itself
+    when it finds a token (``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH`` or ``~/.ray/auth_token``, which any earlier
+    local ``ray.init()`` creates) and warns either way; ``ray start --address`` and ``ray.init(address=...)`` never
+    turn it on themselves, so against such a head a worker fails at once and a driver after ~20 s of retries, both
     with ``AuthenticationError: ... RAY_AUTH_MODE is currently 'disabled'``.
 
 Cleanup
