@@ -210,36 +210,37 @@ def start_s3_server(log_dir: Path, bucket: str = "search-test", timeout: float =
 
 
 def _mount_script(home: str, keep: list[str]) -> str:
-    """``sh -c`` text that makes /tmp, /dev/shm and ``home`` private tmpfs (``keep``, under ``home``, stays), then
+    """``sh -c`` text that makes /tmp, /dev/shm and ``home`` private tmpfs (the directories in ``keep``, which lie
+    under them, stay visible: parked on a scratch tmpfs over /mnt while they are covered, then moved back), then
     execs its arguments."""
     q = shlex.quote
-    lines = [
-        "set -e",
+    lines = ["set -e", "mount -t tmpfs -o size=1m node-park /mnt"]
+    for i, path in enumerate(keep):
+        lines += [f"mkdir -p /mnt/{i}", f"mount --rbind {q(path)} /mnt/{i}"]
+    lines += [
         "mount -t tmpfs -o mode=1777,size=4g node-tmp /tmp",
         "mount -t tmpfs -o mode=1777,size=1g node-shm /dev/shm",
     ]
     if home != "/":
-        for i, path in enumerate(keep):  # park what must stay visible on the new /tmp, cover home, put it back
-            lines += [f"mkdir -p /tmp/.keep/{i}", f"mount --rbind {q(path)} /tmp/.keep/{i}"]
         lines.append(f"mount -t tmpfs -o mode=700 node-home {q(home)}")
-        for i, path in enumerate(keep):
-            lines += [f"mkdir -p {q(path)}", f"mount --move /tmp/.keep/{i} {q(path)}"]
-        lines.append("rm -rf /tmp/.keep")
-    lines.append('exec "$@"')
+    for i, path in enumerate(keep):
+        lines += [f"mkdir -p {q(path)}", f"mount --move /mnt/{i} {q(path)}"]
+    lines += ["umount /mnt", 'exec "$@"']
     return "\n".join(lines)
 
 
 def _private_home_and_keep() -> tuple[str, list[str]]:
-    """$HOME, and the directories under it both nodes must still see (the project, the venv's Python)."""
+    """$HOME (or "/" when it cannot be private), and the directories both nodes must still see (the project, the
+    venv's Python) that lie under a directory a node covers (/tmp, /dev/shm, $HOME): a CI may clone under /tmp."""
     home = os.path.realpath(os.path.expanduser("~"))
     needed = {str(REPO), os.path.realpath(sys.prefix), os.path.realpath(sys.base_prefix)}
-    for path in needed:
-        for private in ("/tmp", "/dev/shm"):
-            if path == private or path.startswith(private + "/"):
-                raise ClusterError(f"{path} is under {private}, which each node covers with its own tmpfs")
     if any(home == path or home.startswith(path + "/") for path in needed):
-        return "/", []  # home is the project or Python, or inside them: it cannot be private
-    under = sorted(p for p in needed if p.startswith(home + "/"))
+        home = "/"  # home is the project or Python, or inside them: it cannot be private
+    covered = ["/tmp", "/dev/shm"] + ([home] if home != "/" else [])
+    under = sorted(p for p in needed if any(p == c or p.startswith(c + "/") for c in covered))
+    for path in under:
+        if path in covered:
+            raise ClusterError(f"{path} is itself a directory each node covers with its own tmpfs")
     keep = [p for p in under if not any(p.startswith(q + "/") for q in under if q != p)]
     return home, keep
 
