@@ -59,7 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scope", default="last", choices=("last", "best", "avg"))
     p.add_argument("--format", default="table", choices=("table", "md", "csv", "json"))
     p.add_argument("--top", type=int)
-    p.add_argument("--columns", help="comma-separated extra metrics to show")
+    p.add_argument(
+        "--columns", metavar="NAMES|all",
+        help="comma-separated extra metrics to show; 'all': every column, however wide (the table fits the terminal)",
+    )  # fmt: skip
     p.add_argument("--bootstrap", type=int, default=1000, metavar="N", help="paired bootstrap resamples (0: no test)")
     p.add_argument("--alpha", type=float, default=0.05, help="p-value under which a row is worse than the best")
 
@@ -152,12 +155,13 @@ def cmd_resume(args: argparse.Namespace) -> int:
 def cmd_rank(args: argparse.Namespace) -> int:
     from search.report import format_ranking, rank
 
-    columns = tuple(c for c in args.columns.split(",") if c) if args.columns else None
+    names = [c for c in (args.columns or "").split(",") if c]
+    columns = tuple(c for c in names if c != "all") or None  # None: the spec's columns
     ranking = rank(
         args.run_dir, metric=args.metric, mode=args.mode, scope=args.scope, top=args.top, columns=columns,
         bootstrap=args.bootstrap, alpha=args.alpha,
     )  # fmt: skip
-    print(format_ranking(ranking, args.format))
+    print(format_ranking(ranking, args.format, every_column="all" in names))
     return 0
 
 
