@@ -52,6 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address")
     p.add_argument("--format", default="table")
 
+    p = sub.add_parser("extend", help="run more trials into a finished sweep (none of its trials runs again)")
+    p.add_argument("run_dir")
+    p.add_argument("--run-cap", type=int, metavar="N", help="random/bayes: N more trials (bayes starts from the old)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE", help="e.g. a grid's new values")
+    p.add_argument("--address")
+    p.add_argument("--format", default="table")
+
     p = sub.add_parser("rank", help="ranked table of a finished or partial run")
     p.add_argument("run_dir")
     p.add_argument("--metric")
@@ -152,6 +159,13 @@ def cmd_resume(args: argparse.Namespace) -> int:
     return _finish(run_dir, args.format)
 
 
+def cmd_extend(args: argparse.Namespace) -> int:
+    from search.tune import extend
+
+    extend(args.run_dir, run_cap=args.run_cap, overrides=args.set, address=args.address)
+    return _finish(args.run_dir, args.format)
+
+
 def cmd_rank(args: argparse.Namespace) -> int:
     from search.report import format_ranking, rank
 
@@ -194,6 +208,7 @@ COMMANDS = {
     "validate": cmd_validate,
     "run": cmd_run,
     "resume": cmd_resume,
+    "extend": cmd_extend,
     "rank": cmd_rank,
     "export": cmd_export,
     "plot": cmd_plot,

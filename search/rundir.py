@@ -39,6 +39,7 @@ from search.spec import Spec, validate
 from search.storage import Remote, is_uri, mirror_dir
 
 SPEC_FILE = "search_spec.yaml"
+EXTENSION = "extend"  # `search extend` runs more trials in RUN_DIR/extend, extend-2, ...
 STATE_PATTERN = "experiment_state-*.json"  # Ray's TuneController.CKPT_FILE_TMPL
 GOOD_STATE = "experiment_state.good.json"  # the newest whole snapshot (outside Ray's pattern)
 GOOD_TUNER = "tuner.good.pkl"
@@ -274,14 +275,24 @@ class Run:
             self.source.upload(self.dir, paths)
 
     def trials(self) -> list[Trial]:
-        """Every trial in Ray's newest snapshot, in Ray's order."""
+        """Every trial in Ray's newest snapshot, in Ray's order, then those of the run's extensions
+        (``search extend`` runs more trials in ``RUN_DIR/extend``, ``extend-2``, ...)."""
         states = sorted(self.dir.glob(STATE_PATTERN))
         if not states:
             raise UserError(f"{self.dir}: no trials recorded yet (no experiment_state*.json); has the sweep started?")
         snapshot = _snapshot(states[-1]) or _snapshot(self.dir / GOOD_STATE)
         if snapshot is None:
             raise RunError(f"{states[-1]}: damaged (the disk was full when Ray wrote it?), and no good copy")
-        return [_trial(self.dir, state) for state in snapshot["trial_data"]]
+        trials = [_trial(self.dir, state) for state in snapshot["trial_data"]]
+        for extension in self.extensions():
+            if any(extension.glob(STATE_PATTERN)):
+                trials += read_run(extension).trials()
+        return trials
+
+    def extensions(self) -> list[Path]:
+        """The run directories of ``search extend`` inside this one, oldest first."""
+        found = [p.parent for p in self.dir.glob(f"{EXTENSION}*/{SPEC_FILE}")]
+        return sorted(found, key=lambda p: int(p.name.rpartition("-")[2]) if "-" in p.name else 1)
 
     def trial(self, trial_id: str) -> Trial | None:
         return next((t for t in self.trials() if t.trial_id == trial_id), None)

@@ -8,6 +8,6 @@ line per event and keeps good copies of the state; ``wandb`` keeps the API key o
 """
 
 from search.tune.registry import check_spec
-from search.tune.runner import plan, resume, run
+from search.tune.runner import extend, plan, resume, run
 
-__all__ = ["check_spec", "plan", "resume", "run"]
+__all__ = ["check_spec", "extend", "plan", "resume", "run"]

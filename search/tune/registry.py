@@ -168,8 +168,12 @@ def build_scheduler(spec: Spec) -> Any:
     return scheduler_class(spec.scheduler.type)(metric=spec.metric.name, mode=spec.metric.mode, **options)
 
 
-def build_search_alg(spec: Spec) -> Any:
-    """Ray's search algorithm for the spec's ``method``, limited to ``max_concurrent`` trials at once."""
+def build_search_alg(spec: Spec, known: list[tuple[dict, float]] = ()) -> Any:
+    """Ray's search algorithm for the spec's ``method``, limited to ``max_concurrent`` trials at once.
+
+    ``known``: ``(searched values by dotted name, metric)`` of trials that already ran (``search extend``): hyperopt
+    starts from them as finished trials of its own (none runs again).
+    """
     from ray.tune.search import ConcurrencyLimiter
 
     from search.tune.space import hyperopt_space
@@ -180,13 +184,38 @@ def build_search_alg(spec: Spec) -> Any:
             metric=spec.metric.name,
             mode=spec.metric.mode,
             random_state_seed=spec.seed,
-            n_initial_points=min(20, max(2, spec.samples // 3)),
+            # hyperopt counts the known trials among its random start-up ones
+            n_initial_points=min(20, max(2, (spec.samples + len(known)) // 3)),
         )
+        _warm_start(alg, spec, known)
         return ConcurrencyLimiter(alg, max_concurrent=spec.max_concurrent) if spec.max_concurrent else alg
     kwargs: dict[str, Any] = {"random_state": spec.seed}
     if spec.max_concurrent:
         kwargs["max_concurrent"] = spec.max_concurrent
     return _load(SEARCH_ALGORITHMS[spec.method])(**kwargs)
+
+
+def _warm_start(alg: Any, spec: Spec, known: list[tuple[dict, float]]) -> None:
+    """Give hyperopt the trials that already ran as finished trials of its own, with their losses.
+
+    Ray 2.60's ``HyperOptSearch`` takes ``points_to_evaluate`` only to run them again (it has no
+    ``evaluated_rewards``), so the points go into its hyperopt ``Trials`` the way it puts them there itself
+    (``generate_trials_to_calculate``), marked done with the loss it would record (``metric_op`` x value).
+    """
+    import hyperopt as hpo
+    from hyperopt.fmin import generate_trials_to_calculate
+
+    from search.tune.space import hyperopt_point
+
+    pairs = [(point, value) for values, value in known if (point := hyperopt_point(spec.parameters, values))]
+    if not pairs:
+        return
+    trials = generate_trials_to_calculate([point for point, _ in pairs])
+    for doc, (_, value) in zip(trials._dynamic_trials, pairs, strict=True):  # refresh() lists them in .trials
+        doc["state"] = hpo.JOB_STATE_DONE
+        doc["result"] = {"loss": alg.metric_op * value, "status": hpo.STATUS_OK}
+    trials.refresh()
+    alg._hpopt_trials = trials
 
 
 def num_samples(spec: Spec) -> int:

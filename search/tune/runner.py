@@ -7,6 +7,7 @@ saved in the run directory (``search.rundir``), so that ``resume``, ``rank`` and
 from __future__ import annotations
 
 import contextlib
+import copy
 import errno
 import logging
 import os
@@ -21,10 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from search.checks import require_storage
-from search.errors import Interrupted, RunError, SpecError, os_error_behind, os_error_line
-from search.rundir import check_resumable, claim_run_dir, disk_full, read_run, save_spec
-from search.spec import Param, Spec, trial_config
-from search.spec.params import put_nested
+from search.errors import Interrupted, RunError, SpecError, UserError, os_error_behind, os_error_line
+from search.rundir import EXTENSION, check_resumable, claim_run_dir, disk_full, read_run, save_spec
+from search.sections import SECTIONS
+from search.spec import Param, Spec, trial_config, validate
+from search.spec.layers import apply_set
+from search.spec.params import GRID_KEY, put_nested
 from search.storage import Remote, is_uri, local_path, ray_storage
 from search.trainables.common import use_trial_cpus
 from search.tune.registry import (
@@ -68,13 +71,16 @@ def _resolve_data_paths(data: Any, base: Path, key: str = "") -> Any:
 def resolved_sections(spec: Spec, cache_dir: Path) -> dict:
     """``model``, ``data`` and ``settings`` as the trainable receives them: absolute paths, ``cache_dir`` (and for a
     built-in trainable ``spec_file``) added."""
+    from search.models import locate_model
     from search.trainables import TRAINABLES
 
     out: dict[str, Any] = {"settings": {**spec.settings, "cache_dir": str(cache_dir)}}
     if spec.trainable in TRAINABLES:  # the built-in trainables name the sweep file in the errors a trial raises
         out["settings"]["spec_file"] = spec.file
+        # ... and compute the sweep's metric and columns beside settings.metrics (those search.metrics knows)
+        out["settings"]["sweep_metrics"] = [complete_metric(spec).metric.name, *spec.columns]
     if isinstance(spec.model, str):
-        out["model"] = spec.model if is_uri(spec.model) else _resolve_path(spec.model, spec.base_dir)
+        out["model"] = spec.model if is_uri(spec.model) else locate_model(spec.model, spec.base_dir)  # or a Hub id
     elif spec.model is not None:
         out["model"] = dict(spec.model)
     if spec.data:
@@ -197,7 +203,7 @@ def _callbacks(spec: Spec, run_dir: Path | Remote, progress: bool) -> list:
         if "entity" not in kwargs and "entity" in spec.extra:
             kwargs["entity"] = spec.extra["entity"]
         wandb_dir = run_dir if isinstance(run_dir, Path) else Path(tempfile.gettempdir()) / "search-wandb"
-        callbacks.append(WandbCallback(project=project, mode=mode, dir=str(wandb_dir), **kwargs))
+        callbacks.append(WandbCallback(spec, run_dir, project=project, mode=mode, dir=str(wandb_dir), **kwargs))
     return callbacks
 
 
@@ -325,11 +331,17 @@ def run(
         >>> from search import load_spec, run
         >>> results, run_dir = run(load_spec("experiments/subsequence_asha.yaml", smoke_test=True))  # doctest: +SKIP
     """
+    p = plan(spec, storage=storage, name=name)
+    return _launch(complete_metric(spec), p, address, progress)
+
+
+def _launch(
+    spec: Spec, p: Plan, address: str | None, progress: bool, known: list[tuple[dict, float]] = ()
+) -> tuple[Any, Path | Remote]:
+    """Claim the run directory, save the spec, build the Tuner and fit it (``known``: see ``build_search_alg``)."""
     from ray import tune
 
-    p = plan(spec, storage=storage, name=name)
-    spec = complete_metric(spec)  # a grid or random sweep may name no metric: its trainable's PRIMARY_METRIC
-    scheduler, search_alg = build_scheduler(spec), build_search_alg(spec)
+    scheduler, search_alg = build_scheduler(spec), build_search_alg(spec, known)
     if spec.seed is not None:
         random.seed(spec.seed)  # PBT's explore/exploit draws from Python's random
     _init_ray(address)
@@ -348,6 +360,63 @@ def run(
             run_config=_run_config(spec, run_dir, progress),
         )
         return _fit(tuner, run_dir), run_dir
+
+
+def extend(
+    run_dir: str | Path,
+    *,
+    run_cap: int | None = None,
+    overrides: list[str] = (),
+    address: str | None = None,
+    progress: bool = True,
+) -> tuple[Any, Path | Remote]:
+    """Run more trials into a finished sweep's run directory; none of its trials runs again.
+
+    A random or bayes sweep runs ``run_cap`` more trials: hyperopt starts from the finished trials' configs and
+    results (``points_to_evaluate`` with ``evaluated_rewards``), random search draws with a new seed. A grid runs the
+    combinations of its grid (changed with ``overrides``, e.g. ``parameters.num_beams={values: [4, 8, 12]}``) that
+    have not finished. The new trials are a run of their own in ``RUN_DIR/extend`` (``extend-2``, ...), which
+    ``rank`` reads with the run's own trials as one table. ``Tuner.restore`` cannot add trials (Ray issue 42221).
+    """
+    from search.report import FINISHED, rank
+
+    saved = read_run(run_dir)
+    raw = copy.deepcopy(dict(saved.spec.raw))
+    for item in overrides:
+        raw = apply_set(raw, item, saved.spec.file)
+    if raw.get("method") != "grid":
+        if run_cap is None:
+            raise SpecError(saved.location, "--run-cap", "missing: how many more trials? e.g. --run-cap 8")
+        raw["run_cap"] = run_cap
+        raw["seed"] = (raw.get("seed") or 0) + len(saved.trials())  # new draws, not the sweep's first ones again
+    elif run_cap is not None:
+        raise SpecError(saved.location, "--run-cap", "a grid runs each new combination once; add values with --set")
+    spec = complete_metric(validate(raw, saved.spec.file))
+    ranking = rank(saved, bootstrap=0)
+    finished = [row for row in ranking.rows if row.status == FINISHED and row.value is not None]
+    p = plan(spec, storage=saved.location, name=EXTENSION)
+    if spec.method == "grid":
+        p = _remaining_grid(p, [row.params for row in finished], saved.location)
+    known = [(row.params, row.value) for row in finished] if spec.method == "bayes" else []
+    return _launch(spec, p, address, progress, known)
+
+
+def _remaining_grid(p: Plan, done: list[dict], location: str) -> Plan:
+    """``p`` with its grid cut to the combinations not among ``done`` (searched values by dotted name)."""
+    from ray import tune
+
+    from search.report import flatten
+    from search.tune.space import grid_combinations
+
+    searched = {param.name for param in p.spec.searched}
+    remaining = [
+        combo for combo in grid_combinations(p.spec.parameters)
+        if {k: v for k, v in flatten(combo).items() if k in searched} not in done
+    ]  # fmt: skip
+    if not remaining:
+        raise UserError(f"{location}: every combination of the grid has finished; add values with --set")
+    space = {k: v for k, v in p.param_space.items() if k in SECTIONS}
+    return Plan(p.spec, p.storage, p.name, {**space, GRID_KEY: tune.grid_search(remaining)}, p.trial_fn)
 
 
 def resume(run_dir: str | Path, *, address: str | None = None) -> tuple[Any, Path | Remote]:

@@ -102,6 +102,22 @@ def hyperopt_domain(p: Param) -> Any:
     return hp.qlognormal(label, a, b, q) if q else hp.lognormal(label, a, b)
 
 
+def hyperopt_point(params: tuple[Param, ...], values: dict[str, Any]) -> dict[str, Any] | None:
+    """A trial's searched values (by dotted name) as hyperopt records them: a choice's index, a value otherwise;
+    None when one of them is drawn through a quantile (beta), which hyperopt cannot be told after the fact."""
+    point: dict[str, Any] = {}
+    for p in params:
+        if p.is_constant or p.name not in values:
+            continue  # a switched-off conditional parameter: absent, as hyperopt records an inactive one
+        if isinstance(p.dist, CategoricalDist):
+            point[p.name] = list(p.dist.values).index(values[p.name])
+        elif p.dist.law() is None:
+            return None
+        else:
+            point[p.name] = values[p.name]
+    return point
+
+
 def grid_combinations(params: tuple[Param, ...]) -> list[dict]:
     """Every valid combination of a grid, switched-off conditional parameters left out, duplicates removed."""
     names = [p.path for p in params]
