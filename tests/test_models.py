@@ -7,8 +7,8 @@ import threading
 import pytest
 import torch
 
-from search import models
 from search.errors import SpecError
+from search.models import build as models
 from search.models import build_model, cached_tokenizer, load_pretrained, tokenizer_cache_key, validate_model
 
 TEXTS = [
@@ -40,7 +40,7 @@ def _one_thread():
         ({"arch": "marian", "d_model": 100, "heads": 8}, "model.heads", "must divide d_model, got heads=8 d_model=100"),
         ({"arch": "bart", "vocab_size": 100}, "model.vocab_size", "must be >= 300"),
         ({"arch": "bart", "dropout": 1.5}, "model.dropout", "must be a number in [0, 1), got 1.5"),
-        (42, "model", "must be a path or a mapping with 'arch', got int"),
+        (42, "model", "must be a path, a Hub id or a mapping with 'arch', got int"),
     ],
 )
 def test_validate_model_rejects(model, key, words):
@@ -54,7 +54,7 @@ def test_validate_model_rejects(model, key, words):
 def test_validate_model_paths(tmp_path):
     validate_model({"arch": "t5", "d_model": 64, "heads": 4}, "exp.yaml")
     with pytest.raises(SpecError, match="no such directory"):
-        validate_model("missing-model", str(tmp_path / "exp.yaml"))
+        validate_model("./missing-model", str(tmp_path / "exp.yaml"))  # a bare name may be a Hub id
     (tmp_path / "empty").mkdir()
     with pytest.raises(SpecError, match="has no config.json"):
         validate_model("empty", str(tmp_path / "exp.yaml"))

@@ -44,9 +44,8 @@ from search.decoding import (
 )
 from search.errors import SpecError
 from search.metrics import corpus_scores
-from search.models import fetch_model
+from search.models import local_model
 from search.sections import searched
-from search.storage import is_uri
 from search.trainables.common import use_trial_cpus
 from search.trainables.device import PRECISIONS, Compute, check_settings
 from search.trainables.outputs import write_generate_args, write_translations
@@ -274,8 +273,8 @@ def decode_and_score(config: dict) -> tuple[dict, list[str], list[str], dict]:
     from search.corpora import load_pairs
 
     settings = resolve_settings(config)
-    if is_uri(config["model"]):  # fetched into this node's cache first: the fingerprint hashes its files
-        config = {**config, "model": str(fetch_model(config["model"], settings["cache_dir"]))}
+    # A URI is fetched into this node's cache, a Hub id resolved to its snapshot: the fingerprint hashes the files.
+    config = {**config, "model": local_model(config["model"], settings["cache_dir"], settings["spec_file"])}
     pairs = load_pairs(config["data"], settings["split"], settings["spec_file"], limit=settings["limit"])
     shared, args = shared_args(settings), generation_args(config)
     entry, canon, from_cache = _decoded(config, settings, pairs, args, shared)

@@ -1,6 +1,7 @@
-"""Seq2seq model and tokenizer: a local Hugging Face model directory, or a small model built from a config.
+"""Seq2seq model and tokenizer: a local or Hub model, or a small model built from a config.
 
-A spec's ``model:`` is either a path string (any local ``AutoModelForSeq2SeqLM`` directory with its tokenizer) or a
+A spec's ``model:`` is either a string (any local ``AutoModelForSeq2SeqLM`` directory with its tokenizer, a Hub id
+``org/name[@revision]`` (``search.models.hub``), or an ``s3://`` URI of a directory) or a
 mapping such as ``{arch: bart, d_model: 128, layers: 2, heads: 4, ffn: 512, vocab_size: 2000}``. For a mapping, a
 byte-level BPE tokenizer is trained on the training texts with the ``tokenizers`` library, saved as a regular
 ``PreTrainedTokenizerFast`` and cached under ``settings["cache_dir"]`` by a content hash, so that every trial and run
@@ -19,6 +20,7 @@ from typing import Any
 from search.checks import is_number, require_positive_int
 from search.errors import SpecError
 from search.files import publish_dir, staged_dir
+from search.models.hub import HubModel
 from search.storage import Remote, is_uri
 
 ARCHS = ("bart", "marian", "t5")
@@ -48,7 +50,8 @@ def validate_model(model: Any, file: str, base_dir: str | Path | None = None) ->
     """Cheap checks of a spec's ``model:`` section (no torch import).
 
     Args:
-        model: a path string, or a mapping with ``arch`` and size keys (see ``MODEL_DEFAULTS``).
+        model: a path string, a Hub id (``org/name`` or ``org/name@revision``; a directory of that name wins), a
+            storage URI, or a mapping with ``arch`` and size keys (see ``MODEL_DEFAULTS``).
         file: the spec file, named in errors.
         base_dir: directory a relative path is resolved against (default: the spec file's directory).
 
@@ -63,12 +66,17 @@ def validate_model(model: Any, file: str, base_dir: str | Path | None = None) ->
         if not path.is_absolute():
             path = Path(base_dir if base_dir is not None else Path(file).parent) / path
         if not path.is_dir():
-            raise SpecError(file, "model", f"must be a local model directory, got {model!r} (no such directory)")
+            hub = HubModel.parse(model)
+            if hub is None:
+                message = f"must be a local model directory or a Hub id org/name, got {model!r} (no such directory)"
+                raise SpecError(file, "model", message)
+            hub.check(file)
+            return
         if not (path / "config.json").is_file():
             raise SpecError(file, "model", f"{model!r} has no config.json; give a directory written by save_pretrained")
         return
     if not isinstance(model, dict):
-        raise SpecError(file, "model", f"must be a path or a mapping with 'arch', got {type(model).__name__}")
+        raise SpecError(file, "model", f"must be a path, a Hub id or a mapping with 'arch', got {type(model).__name__}")
     arch = model.get("arch")
     if arch not in ARCHS:
         raise SpecError(file, "model.arch", f"must be one of {', '.join(ARCHS)}, got {arch!r}")
@@ -113,18 +121,41 @@ def fetch_model(uri: str, cache_dir: str | Path) -> Path:
     return local
 
 
-def check_loadable(path: str | Path, file: str) -> None:
-    """A model directory's config and tokenizer load (no weights are read), or one SpecError naming ``model``.
+def local_model(model: str | Path | dict, cache_dir: str | Path, file: str = "<spec>") -> str | dict:
+    """``model`` as a local directory a trial loads and hashes: a URI fetched into ``cache_dir``, a Hub id resolved
+    to its snapshot in the Hub cache (downloaded there first when online); a local path or a mapping as it is."""
+    if is_uri(model):
+        return str(fetch_model(str(model), cache_dir))
+    if isinstance(model, str | Path) and not Path(model).is_dir() and (hub := HubModel.parse(str(model))):
+        return str(hub.local_dir(file))
+    return str(model) if isinstance(model, Path) else model
 
-    Catches a corrupt or foreign ``config.json`` and a missing tokenizer before any trial starts.
+
+def _pretrained_source(model: str | Path) -> tuple[str, dict]:
+    """``(name or path, from_pretrained keyword arguments)`` of a local directory or a Hub reference."""
+    hub = None if Path(model).is_dir() else HubModel.parse(str(model))
+    if hub is None:
+        return str(model), {"local_files_only": True}
+    snapshot = hub.cached_snapshot()
+    if snapshot is not None:
+        return str(snapshot), {"local_files_only": True}
+    return hub.repo_id, {"revision": hub.revision}  # online: config and tokenizer files only are downloaded
+
+
+def check_loadable(path: str | Path, file: str) -> None:
+    """A model's config and tokenizer load (no weights are read), or one SpecError naming ``model``.
+
+    ``path`` is a local directory or a Hub reference (``org/name[@revision]``). Catches a corrupt or foreign
+    ``config.json`` and a missing tokenizer before any trial starts.
     """
     from transformers import AutoConfig, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
+    source, kwargs = _pretrained_source(path)
     for what, loader in (("config.json", AutoConfig), ("tokenizer", AutoTokenizer)):
         try:
-            loader.from_pretrained(path, local_files_only=True)
+            loader.from_pretrained(source, **kwargs)
         except Exception as error:  # noqa: BLE001 - whatever the loader raises, the directory is the cause
             cause = " ".join(str(error).split())[:200]
             raise SpecError(
@@ -279,8 +310,8 @@ def build_model(
     """The model and tokenizer a spec's ``model:`` describes.
 
     Args:
-        model: a local model directory, a URI of one (``s3://...``: fetched into ``cache_dir``), or a mapping
-            (``validate_model`` lists the keys).
+        model: a local model directory, a Hub id (``org/name[@revision]``, from the Hub cache), a URI of a
+            directory (``s3://...``: fetched into ``cache_dir``), or a mapping (``validate_model`` lists the keys).
         texts: returns the training texts (sources and targets) a new tokenizer is trained on; only called for a
             mapping, and the tokenizer is trained only when the cache has none for these texts.
         cache_dir: where trained tokenizers are shared.
@@ -296,9 +327,8 @@ def build_model(
         >>> tok("hola")["input_ids"][-1] == tok.eos_token_id
         True
     """
-    if is_uri(model):
-        model = fetch_model(model, cache_dir)
-    if isinstance(model, str | Path):
+    model = local_model(model, cache_dir)
+    if isinstance(model, str):
         return load_pretrained(model, dropout)
     from transformers import AutoModelForSeq2SeqLM
 
@@ -323,6 +353,7 @@ __all__ = [
     "check_loadable",
     "fetch_model",
     "load_pretrained",
+    "local_model",
     "model_config",
     "set_generation_defaults",
     "tokenizer_cache_key",
