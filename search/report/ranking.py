@@ -1,4 +1,4 @@
-"""A run directory -> ranked rows, with sacreBLEU's paired bootstrap marking the rows tied with the best.
+"""A run directory -> ranked rows, with a paired bootstrap test marking the rows tied with the best.
 
 Rows come from the run directory as ``search.rundir`` reads it (no Ray), so finished, partial and interrupted runs
 rank alike.
@@ -7,9 +7,10 @@ the extra columns, and always ``trial_id``, ``status`` and ``training_iteration`
 scheduler cut (``STOPPED``), trials without the metric (pending) and errored trials come after the ranked ones, in that
 order, and are never ranked as winners. Ray's internal keys never appear.
 
-For BLEU and chrF, the header names the sacreBLEU signature once, and :func:`mark_ties` runs sacreBLEU's paired bootstrap
-test of the top rows against the best on the translations that trainables leave in their trial directories
-(``hypotheses.txt`` and ``references.txt``, one sentence a line, rewritten at every report).
+For the metrics of ``search.metrics.METRICS`` (BLEU, chrF, chrF++, TER, ROUGE), the header names the metric's signature
+once, and :func:`mark_ties` runs the metric's paired bootstrap test (sacreBLEU's, or the same test on per-sentence ROUGE)
+of the top rows against the best on the outputs that trainables leave in their trial directories (``hypotheses.txt``
+and ``references.txt``, one sentence a line, rewritten at every report).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from search.errors import UserError
-from search.metrics import BOOTSTRAP_METRICS, DEFAULT_ALPHA, DEFAULT_RESAMPLES, paired_bootstrap
+from search.metrics import DEFAULT_ALPHA, DEFAULT_RESAMPLES, METRICS, paired_bootstrap
 from search.rundir import Run, Trial, read_lines, read_run
 from search.spec import Spec, trial_config
 from search.trainables.outputs import HYPOTHESES_FILE, REFERENCES_FILE
@@ -107,6 +108,13 @@ def _scoped(history: list[dict], last: dict, metric: str, mode: str, scope: str)
     return sum(finite) / len(finite)
 
 
+def _default_mode(metric: str, spec: Spec) -> str:
+    """The spec's mode for its own metric; the goal of another metric that ``METRICS`` knows (``ter``: min)."""
+    if metric != spec.metric.name and metric in METRICS:
+        return METRICS[metric].mode
+    return spec.metric.mode
+
+
 def _signature(trials: list[Trial], metric: str) -> tuple[str | None, tuple[str, ...]]:
     """The one signature of ``metric`` over all trials, or None and a note when they differ."""
     found = {str(t.last_result[f"{metric}_signature"]) for t in trials if t.last_result.get(f"{metric}_signature")}
@@ -130,13 +138,13 @@ def _stopped(rows: list[Row], cuts_trials: bool) -> list[Row]:
 def mark_ties(
     ranking: Ranking, *, n_samples: int = DEFAULT_RESAMPLES, top: int = BOOTSTRAP_TOP, alpha: float = DEFAULT_ALPHA
 ) -> Ranking:
-    """Test the ``top`` ranked rows against the best with sacreBLEU's paired bootstrap; mark ties (p >= ``alpha``).
+    """Test the ``top`` ranked rows against the best with the metric's paired bootstrap; mark ties (p >= ``alpha``).
 
-    Needs the metric to be ``bleu`` or ``chrf`` and ``hypotheses.txt``/``references.txt`` in the trial directories;
-    otherwise the ranking comes back unchanged, with a note saying why. Rows whose translations equal the best's are
-    tied without a test (sacreBLEU gives identical systems its smallest p-value).
+    Needs the metric to be one of ``search.metrics.METRICS`` and ``hypotheses.txt``/``references.txt`` in the trial
+    directories; otherwise the ranking comes back unchanged, with a note saying why. Rows whose outputs equal the
+    best's are tied without a test (sacreBLEU's test gives identical systems its smallest p-value).
     """
-    if n_samples <= 0 or ranking.metric not in BOOTSTRAP_METRICS or ranking.best is None:
+    if n_samples <= 0 or ranking.metric not in METRICS or ranking.best is None:
         return ranking
     best = ranking.best
     best_hyps = read_lines(Path(best.path or "") / HYPOTHESES_FILE)
@@ -168,8 +176,8 @@ def mark_ties(
         rows.append(row)
     tested = len(systems)
     how = (
-        f"paired bootstrap vs the best (sacreBLEU, {n_samples} resamples, {len(refs)} sentences): "
-        f"≈ tied with the best at p >= {alpha}, < worse at p < {alpha}; top {tested + 1} rows tested, on each trial's "
+        f"paired bootstrap vs the best ({METRICS[ranking.metric].tester}, {n_samples} resamples, "
+        f"{len(refs)} sentences): ≈ tied with the best at p >= {alpha}, < worse at p < {alpha}; top {tested + 1} rows tested, on each trial's "
         f"last translations; {result.signature or 'identical outputs only'}"
     )
     notes = ranking.notes + ((f"not tested (no matching translations): {', '.join(skipped)}",) if skipped else ())
@@ -191,7 +199,7 @@ def rank(
 
     Args:
         run_dir: a run directory (holds ``search_spec.yaml``), a storage URI of one, or a run already read.
-        metric, mode: default to the spec's.
+        metric, mode: default to the spec's (a metric of ``search.metrics.METRICS`` other than the spec's: its goal).
         scope: ``last`` (the last report), ``best`` (the best report) or ``avg`` (the mean of all reports).
         top: keep only this many ranked rows (stopped, pending and errored ones are always listed).
         columns: more reported metrics to show (default: the spec's ``columns``).
@@ -204,7 +212,7 @@ def rank(
     """
     run = run_dir if isinstance(run_dir, Run) else read_run(run_dir)
     metric = metric or run.spec.metric.name
-    mode = mode or run.spec.metric.mode
+    mode = mode or _default_mode(metric, run.spec)
     if mode not in ("max", "min"):
         raise UserError(f"--mode: must be max or min, got {mode!r}")
     if scope not in SCOPES:

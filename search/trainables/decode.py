@@ -1,4 +1,4 @@
-"""The ``decode`` trainable: one trial per ``generate()`` config, scored by corpus BLEU on a dev set.
+"""The ``decode`` trainable: one trial per ``generate()`` config, scored on a dev set (BLEU, chrF, ROUGE, ...).
 
 Searched parameters arrive at the top level of the config and are passed to ``generate()`` as they are (``num_beams``,
 ``length_penalty``, ``early_stopping``, ``no_repeat_ngram_size``, ``do_sample``, ``top_p``, ...); ``model``, ``data``
@@ -43,7 +43,7 @@ from search.decoding import (
     source_batches,
 )
 from search.errors import SpecError
-from search.metrics import corpus_scores
+from search.metrics import DEFAULT_METRICS, computed_metrics, corpus_scores
 from search.models import local_model
 from search.sections import searched
 from search.trainables.common import use_trial_cpus
@@ -59,6 +59,8 @@ SETTING_DEFAULTS: dict[str, Any] = {
     "max_new_tokens": 64,  # verses of <= 30 words take <= ~60 BPE tokens
     "max_source_length": 128,  # source tokens kept; longer sources are cut
     "generate": {},  # fixed generate() arguments for every trial (e.g. {min_length: 3})
+    "metrics": list(DEFAULT_METRICS),  # scores reported (search.metrics.METRICS); bleu and chrf are cheap
+    "sweep_metrics": None,  # set by the runner: the sweep's metric and columns, computed too when METRICS names them
     "seed": 0,  # initialises a model given as a mapping, and seeds sampling
     "device": "auto",  # the GPU Ray gave the trial (resources.gpu > 0), else the CPU; cpu or cuda force one
     "precision": "fp32",  # autocast dtype of generate(): bf16/fp16 are faster on GPUs; part of the cache key
@@ -185,6 +187,7 @@ def resolve_settings(config: dict, file: str | None = None) -> dict:
         require_positive_int(settings["limit"], file, "settings.limit")
     require_int(settings["seed"], file, "settings.seed", 0)
     check_settings(settings, file)
+    settings["metrics"] = list(computed_metrics(settings["metrics"], settings["sweep_metrics"], file))
     if not isinstance(settings["generate"], dict):
         got = settings["generate"]
         raise SpecError(file, "settings.generate", f"must be a mapping of generate() arguments, got {got!r}")
@@ -279,7 +282,7 @@ def decode_and_score(config: dict) -> tuple[dict, list[str], list[str], dict]:
     shared, args = shared_args(settings), generation_args(config)
     entry, canon, from_cache = _decoded(config, settings, pairs, args, shared)
     metrics = {
-        **corpus_scores(entry["hypotheses"], pairs.references),
+        **corpus_scores(entry["hypotheses"], pairs.references, settings["metrics"]),
         "sentences_per_s": len(pairs) / max(entry["seconds"], 1e-9),  # of the pass that decoded this config
         "mean_output_len": sum(entry["output_tokens"]) / max(1, len(pairs)),
         "identical_to": config_label(canon) if canon != args else "",
@@ -293,7 +296,8 @@ def decode_and_score(config: dict) -> tuple[dict, list[str], list[str], dict]:
 def decode(config: dict) -> None:
     """Ray Tune trainable: decode ``settings.split`` of ``data`` with this config's ``generate()`` arguments.
 
-    Reports ``bleu, bleu_signature, chrf, chrf_signature, sentences_per_s, mean_output_len, identical_to,
+    Reports each metric of ``settings.metrics`` and its signature (``bleu, bleu_signature, chrf, chrf_signature`` by
+    default; the sweep's metric always), and ``sentences_per_s, mean_output_len, identical_to,
     pass_configs, from_cache, sentences``. ``sentences_per_s`` is the throughput of the pass that decoded the config
     (shared by the ``pass_configs`` configs it served); ``identical_to`` names the canonical config when this one is
     a duplicate of it (e.g. ``num_beams=1`` with any ``length_penalty``), else "". Outside Tune it prints them.

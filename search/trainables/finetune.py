@@ -1,4 +1,4 @@
-"""The ``finetune`` trainable: train a seq2seq model, report dev loss and BLEU, checkpoint every report.
+"""The ``finetune`` trainable: train a seq2seq model, report dev loss and scores, checkpoint every report.
 
 Searched hyperparameters arrive at the top level of the config (``HPARAM_DEFAULTS``); ``model``, ``data`` and
 ``settings`` (``SETTING_DEFAULTS``) are fixed for the sweep. One report is one ``training_iteration`` for ASHA and PBT.
@@ -234,10 +234,10 @@ def encode(tokenizer, sources: list[str], targets: list[str], max_length: int) -
 def evaluate(
     state: TrainState, cfg: FinetuneConfig, src: list, tgt: list, references: list[str]
 ) -> tuple[dict, list[str]]:
-    """Plain NLL per target token and corpus BLEU/chrF of ``generate()`` output on the dev subset.
+    """Plain NLL per target token and the corpus scores (``settings.metrics``) of ``generate()`` on the dev subset.
 
     Returns:
-        ``({"eval_loss", "bleu", "chrf", "bleu_signature", "chrf_signature"}, hypotheses)``
+        ``({"eval_loss", "bleu", "bleu_signature", ...}, hypotheses)``: each metric with its signature.
     """
     model, settings, compute = state.model, cfg.settings, state.compute
     model.eval()
@@ -259,7 +259,7 @@ def evaluate(
         for i, text in zip(chunk, state.tokenizer.batch_decode(out.cpu(), skip_special_tokens=True), strict=True):
             hypotheses[i] = text.strip()
     model.train()
-    scores = corpus_scores(hypotheses, references)
+    scores = corpus_scores(hypotheses, references, settings["metrics"])
     return {"eval_loss": nll_sum / max(1, tokens), **scores}, hypotheses
 
 

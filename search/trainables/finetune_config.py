@@ -12,6 +12,7 @@ from typing import Any
 from search.checks import is_int, is_number
 from search.corpora import load_pairs
 from search.errors import SpecError
+from search.metrics import DEFAULT_METRICS, computed_metrics
 from search.sections import SECTIONS, searched
 from search.trainables.device import check_settings
 
@@ -35,6 +36,8 @@ SETTING_DEFAULTS: dict[str, Any] = {
     "precision": "fp32",  # autocast dtype of training and eval: bf16, or fp16 (loss-scaled), is faster on GPUs
     "eval_every": 200,  # steps between reports (one report = one training_iteration)
     "eval_size": 200,  # first dev pairs scored per report: enough for a stable ranking, cheap to decode
+    "metrics": list(DEFAULT_METRICS),  # scores reported at eval (search.metrics.METRICS); bleu and chrf are cheap
+    "sweep_metrics": None,  # set by the runner: the sweep's metric and columns, computed too when METRICS names them
     "num_beams": 1,  # greedy eval decoding: several times cheaper than beam search, ranks trials alike
     "max_new_tokens": 64,  # verses of <= 30 words take <= ~60 BPE tokens
     "eval_batch_size": 64,  # sentences per forward pass / generate() call at eval
@@ -109,6 +112,7 @@ def resolve_config(config: dict, file: str | None = None) -> FinetuneConfig:
     for key in (*counts, "max_length"):
         _check_number(file, f"settings.{key}", settings[key], 0, integer=True, positive=True)
     check_settings(settings, file)
+    settings["metrics"] = list(computed_metrics(settings["metrics"], settings["sweep_metrics"], file))
     if settings["train_size"] is not None:
         _check_number(file, "settings.train_size", settings["train_size"], 0, integer=True, positive=True)
     for key in ("learning_rate", "encoder_lr", "decoder_lr"):
