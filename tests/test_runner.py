@@ -157,24 +157,6 @@ settings: {steps: 2, sleep: 1.0}
     assert {t: (done_dirs[t] / "result.json").stat().st_mtime for t in before} == stamps
 
 
-def test_wandb_offline_writes_a_run_per_trial(run_sweep, monkeypatch):
-    monkeypatch.delenv("WANDB_MODE", raising=False)
-    _, run_dir = run_sweep(
-        """
-method: grid
-metric: {name: score, goal: maximize}
-trainable: TOY:quadratic
-wandb: {mode: offline, project: test}
-parameters: {x: {values: [3]}}
-settings: {steps: 2}
-"""
-    )
-    assert list((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
-    # W&B names the offline run after the trial it logged
-    (trial,) = rank(run_dir).rows
-    assert [p.name for p in (run_dir / "wandb").glob("offline-run-*/run-*.wandb")] == [f"run-{trial.trial_id}.wandb"]
-
-
 def test_a_grid_without_metric_ranks_by_the_trainables_primary_metric(run_sweep):
     """W&B's grid and random need no metric: the run ranks by PRIMARY_METRIC, saved with the spec for `rank`."""
     from search.report import rank
