@@ -40,7 +40,10 @@ from search.tune.registry import (
     num_samples,
 )
 
-DATA_NON_PATH_KEYS = ("corpus", "format", "source_field", "target_field", "split", "name", "delimiter", "limit")
+DATA_NON_PATH_KEYS = (
+    "corpus", "format", "source_field", "target_field", "split", "name", "delimiter", "limit",
+    "hub", "config", "revision", "pair", "sacrebleu", "langpair",  # dataset names and options (search.corpora)
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,8 @@ def _resolve_path(value: str, base: Path) -> str:
 
 def _resolve_data_paths(data: Any, base: Path, key: str = "") -> Any:
     """Make every path in a ``data`` section absolute (trials run in their own working directories)."""
+    if key in DATA_NON_PATH_KEYS:  # a name, or a mapping of names such as split: {dev: validation}
+        return data
     if isinstance(data, dict):
         return {k: _resolve_data_paths(v, base, k) for k, v in data.items()}
     if isinstance(data, str) and key not in DATA_NON_PATH_KEYS:

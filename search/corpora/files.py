@@ -1,28 +1,15 @@
-"""The (source, reference) pairs of a split: a shipped corpus or the user's own files.
+"""Data from files: a shipped corpus, table files read with ``datasets`` (offline), plain line-aligned text files.
 
-The ``data`` section of a spec takes one of three forms:
+The forms (``search.corpora`` lists every one)::
 
-- a shipped corpus, with splits ``train``, ``dev`` and ``test``::
+    data: {corpus: bible-en-es}
+    data: {train: train.tsv, dev: dev.tsv, test: test.tsv, source_field: en, target_field: es, format: tsv}
+    data: {dev: {source: dev.en, reference: dev.es}}
+    data: {source: dev.en, reference: dev.es}
 
-      data: {corpus: bible-en-es}
-
-- table files read with ``datasets.load_dataset`` (offline); ``format`` is ``tsv``, ``csv`` or ``jsonl`` and is
-  inferred from the extension (``.tsv``, ``.csv``, ``.jsonl``/``.json``, each optionally ``.gz``) when absent;
-  the fields default to ``source`` and ``target``; a split that is not needed may be left out::
-
-      data: {train: train.tsv, dev: dev.tsv, test: test.tsv, source_field: en, target_field: es, format: tsv}
-
-- plain line-aligned text files, one sentence a line, per split or one pair serving every split::
-
-      data: {dev: {source: dev.en, reference: dev.es}}
-      data: {source: dev.en, reference: dev.es}
-
-Paths are used as given; the runner makes them absolute before the trials start. Files must be UTF-8.
-
-Example:
-    >>> pairs = load_pairs({"corpus": "bible-en-es"}, "dev", limit=2)
-    >>> len(pairs), pairs.name
-    (2, 'bible-en-es/dev')
+A table's ``format`` is ``tsv``, ``csv`` or ``jsonl``, inferred from the extension (``.tsv``, ``.csv``,
+``.jsonl``/``.json``, each optionally ``.gz``) when absent; the fields default to ``source`` and ``target``; a split
+that is not needed may be left out. Paths are used as given (the runner makes them absolute); files must be UTF-8.
 """
 
 from __future__ import annotations
@@ -31,46 +18,28 @@ import csv
 import gzip
 import logging
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
+from search.corpora.pairs import SPLITS, Pairs, checked
 from search.errors import DataError
 
-DATA_DIR = Path(__file__).resolve().parent / "data"
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 CORPORA: dict[str, Path] = {
     "bible-en-es": DATA_DIR / "bible-en-es",  # World English Bible -> Reina-Valera 1909
     "bible-kjv-web": DATA_DIR / "bible-kjv-web",  # King James Version -> World English Bible
 }
-SPLITS = ("train", "dev", "test")
 FORMATS = ("tsv", "csv", "jsonl")
 _EXTENSIONS = {".tsv": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl"}
 _TABLE_KEYS = {"source_field", "target_field", "format"}
-_KEYS = {"corpus", "source", "reference", *SPLITS, *_TABLE_KEYS}
+KEYS = {"corpus", "source", "reference", *SPLITS, *_TABLE_KEYS}
 
 
-@dataclass(frozen=True)
-class Pairs:
-    """Aligned source sentences and their references, with a name for logs (``bible-en-es/dev``, ``dev.tsv``)."""
-
-    sources: list[str]
-    references: list[str]
-    name: str
-
-    def __len__(self) -> int:
-        return len(self.sources)
-
-
-def validate_data(data: dict, file: str = "<spec>") -> None:
-    """Check a ``data`` section without loading it: keys, corpus name, file existence, formats.
+def validate(data: dict, file: str) -> None:
+    """Check a ``data`` section of files without loading it: keys, corpus name, file existence, formats.
 
     Raises:
         DataError: one line naming ``file``, the key ``data.<key>``, the rule, the bad value and the fix.
     """
-    if not isinstance(data, dict) or not data:
-        raise DataError(file, "data", f"must be a mapping like {{corpus: bible-en-es}}, got {data!r}")
-    unknown = sorted(set(data) - _KEYS)
-    if unknown:
-        raise DataError(file, f"data.{unknown[0]}", f"unknown key; valid keys: {', '.join(sorted(_KEYS))}")
     if "corpus" in data:
         if len(data) > 1:
             other = sorted(set(data) - {"corpus"})[0]
@@ -106,22 +75,8 @@ def validate_data(data: dict, file: str = "<spec>") -> None:
             raise DataError(file, f"data.{extra[0]}", "only applies to table files (tsv/csv/jsonl); remove it")
 
 
-def load_pairs(data: dict, split: str, file: str = "<spec>", limit: int | None = None) -> Pairs:
-    """The (source, reference) pairs of ``split`` (``train``, ``dev`` or ``test``) of a ``data`` section.
-
-    Args:
-        data: the spec's ``data`` mapping (see the module docstring for its forms).
-        split: which split to load.
-        file: spec file name used in error messages.
-        limit: keep only the first ``limit`` pairs.
-
-    Raises:
-        DataError: bad section or bad data (missing file or field, empty split, unequal line counts, bytes that
-            are not UTF-8), in one line naming the data file and the fix.
-    """
-    validate_data(data, file)
-    if split not in SPLITS:
-        raise DataError(file, "split", f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
+def load(data: dict, split: str, file: str) -> Pairs:
+    """The pairs of ``split`` of a validated ``data`` section of files."""
     if "corpus" in data:
         pairs = _load_shipped(data["corpus"], split)
     elif "source" in data:
@@ -132,8 +87,6 @@ def load_pairs(data: dict, split: str, file: str = "<spec>", limit: int | None =
         pairs = _load_plain(data[split], file, f"data.{split}")
     else:
         pairs = _load_table(data, split, file)
-    if limit is not None:
-        pairs = Pairs(pairs.sources[:limit], pairs.references[:limit], pairs.name)
     return pairs
 
 
@@ -206,7 +159,7 @@ def _load_plain(entry: dict, file: str, key: str) -> Pairs:
             f"{len(references)}; the files must be line-aligned",
         )
     name = f"{Path(entry['source']).name}+{Path(entry['reference']).name}"
-    return _checked(sources, references, name, file, key, str(entry["source"]), str(entry["reference"]))
+    return checked(sources, references, name, file, key, str(entry["source"]), str(entry["reference"]))
 
 
 def _load_shipped(corpus: str, split: str) -> Pairs:
@@ -253,14 +206,16 @@ def _load_table(data: dict, split: str, file: str) -> Pairs:
                     f"{path} has no field {field!r}; its fields are: {', '.join(table.column_names)}; set data.{which}",
                 )
         sources, references = table[fields[0]], table[fields[1]]
-    return _checked(sources, references, Path(path).name, file, key, str(path), str(path))
+    return checked(sources, references, Path(path).name, file, key, str(path), str(path))
 
 
-def _checked(sources: list, references: list, name: str, file: str, key: str, src: str, ref: str) -> Pairs:
-    if not sources:
-        raise DataError(file, key, f"{src}: the split is empty; add sentences")
-    for i, (s, r) in enumerate(zip(sources, references, strict=True)):
-        for text, where in ((s, src), (r, ref)):
-            if text is None or (isinstance(text, str) and not text.strip()):
-                raise DataError(file, key, f"{where}: row {i + 1} is empty; remove the row or fill it in")
-    return Pairs([str(s) for s in sources], [str(r) for r in references], name)
+class FilesSource:
+    """A shipped corpus or the user's files: this module's checks and loader as a data source."""
+
+    key = None  # the default: chosen when no other source's key is present
+    keys = KEYS
+    validate = staticmethod(validate)
+    load = staticmethod(load)
+
+
+__all__ = ["CORPORA", "FORMATS", "KEYS", "FilesSource", "load", "validate"]
