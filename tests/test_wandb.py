@@ -139,3 +139,15 @@ def test_a_trials_config_holds_its_parameters_and_only_the_users_sections(write_
     assert run_config(config, spec) == {
         "x": 4, "opt.offset": 2, SECTIONS_KEY: {"trainable": spec.trainable, "settings": {"steps": 2}},
     }  # fmt: skip
+
+
+@pytest.mark.ray
+def test_runs_are_grouped_by_wandb_group_else_the_run_directorys_name(ray_session, write_spec, tmp_path, monkeypatch):
+    from search.tune.wandb import WandbCallback
+
+    monkeypatch.delenv("WANDB_RUN_GROUP", raising=False)
+    spec = load_spec(write_spec(SWEEP))
+    for group, expected in ((None, "sweep-2"), ("mine", "mine")):
+        callback = WandbCallback(spec, tmp_path / "sweep-2", project="test", group=group, mode="offline", dir="x")
+        callback.setup()
+        assert callback.group == expected
