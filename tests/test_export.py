@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -18,12 +19,17 @@ from search.errors import UserError
 from search.export import (
     GENERATION_FILE,
     atomic_write,
+    card_section,
     card_with_section,
     export_generation,
     pbt_schedule,
+    write_card,
 )
-from search.report import Row
-from search.spec import validate
+from search.export.card import hub_model_id
+from search.export.model_dir import hparams_yaml
+from search.report import Ranking, Row
+from search.rundir import Run
+from search.spec import Spec, validate
 
 
 @pytest.fixture()
@@ -108,6 +114,160 @@ def test_card_section_is_replaced_not_duplicated():
     card = card_with_section(card, "finetune", "## Fine-tuning\nv2")
     assert card.count("## Fine-tuning") == 1 and "v2" in card and "v1" not in card
     assert card.startswith("# My model\n\nintro\n") and "d1" in card
+
+
+# ------------------------------------------------------------------------------------------------ model card
+
+BLEU_SIGNATURE = "nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:2.6.0"
+CHRF_SIGNATURE = "nrefs:1|case:mixed|eff:yes|nc:6|nw:0|space:no|version:2.6.0"
+
+
+def card_run(tmp_path: Path, **spec_keys) -> tuple[Spec, Ranking]:
+    """A fine-tune sweep file in ``tmp_path/project/experiments`` (a project: it has a pyproject.toml) and a ranking
+    of three trials whose directories hold their last report with the metrics' signatures."""
+    project = tmp_path / "project"
+    (project / "experiments").mkdir(parents=True)
+    (project / "pyproject.toml").write_text("")
+    raw = {
+        "metric": {"name": "bleu", "goal": "maximize"}, "parameters": {"lr": {"values": [0.1, 0.2, 0.3]}},
+        "model": "Helsinki-NLP/opus-mt-en-es", "data": {"corpus": "bible-en-es"}, "columns": ["chrf"], **spec_keys,
+    }  # fmt: skip
+    spec = validate(raw, str(project / "experiments" / "sweep.yaml"))
+    rows = []
+    for i, (bleu, chrf) in enumerate([(12.5, 40.25), (11.0, 38.5), (9.75, 35.0)]):
+        trial_dir = tmp_path / "runs" / f"t{i}"
+        trial_dir.mkdir(parents=True)
+        last = {"bleu": bleu, "chrf": chrf, "bleu_signature": BLEU_SIGNATURE, "chrf_signature": CHRF_SIGNATURE}
+        (trial_dir / "result.json").write_text(json.dumps(last) + "\n")
+        rows.append(Row(f"t{i}", "TERMINATED", 1, bleu, {"lr": 0.1 * (i + 1)}, {"chrf": chrf}, path=str(trial_dir)))
+    error = f"FileNotFoundError: {tmp_path}/data/dev.tsv"
+    rows.append(Row("t3", "ERROR", 0, None, {"lr": 0.4}, error=error, path=str(tmp_path / "runs" / "t3")))
+    ranking = Ranking("bleu", "max", "last", ("lr",), ("chrf",), tuple(rows), signature=BLEU_SIGNATURE)
+    return spec, ranking
+
+
+def model_index(card) -> dict[str, tuple]:
+    """``{metric_name: (value, signature, dataset, split)}`` of a loaded card's model-index."""
+    return {
+        r.metric_name: (r.metric_value, (r.metric_args or {}).get("signature"), r.dataset_type, r.dataset_split)
+        for r in card.data.eval_results or []
+    }
+
+
+def test_card_front_matter_is_what_the_hub_reads(tmp_path):
+    from huggingface_hub import ModelCard
+
+    spec, ranking = card_run(tmp_path)
+    section = card_section(ranking, spec, "Fine-tuning: sweep")
+    readme = tmp_path / "README.md"
+    readme.write_text(write_card("", {"finetune": section}, "bible-en-es-small"))
+    assert readme.read_text().startswith("---\n")
+    card = ModelCard.load(readme)
+    data = card.data.to_dict()
+    assert data["language"] == ["en", "es"] and data["datasets"] == ["bible-en-es"]
+    assert data["base_model"] == "Helsinki-NLP/opus-mt-en-es" and data["metrics"] == ["bleu", "chrf"]
+    assert (
+        data["tags"] == ["translation", "ray-tune", "generated_from_search"] and data["pipeline_tag"] == "translation"
+    )
+    assert "license" not in data  # the model's license is its author's call, not the (public domain) data's
+    assert data["model-index"][0]["name"] == "bible-en-es-small"
+    # the model-index holds the winner's numbers of the ranked table, each with its signature
+    best = ranking.best
+    assert model_index(card) == {
+        "bleu (fine-tuning sweep)": (best.value, BLEU_SIGNATURE, "bible-en-es", "dev"),
+        "chrf (fine-tuning sweep)": (best.columns["chrf"], CHRF_SIGNATURE, "bible-en-es", "dev"),
+    }
+    assert {r.task_type for r in card.data.eval_results} == {"translation"}
+    assert "| bleu | lr | chrf | trial_id | status | training_iteration |" in card.text
+    assert "public domain" in card.text and "from `experiments/sweep.yaml`" in card.text
+
+
+def test_card_scores_are_those_of_the_exported_trial(tmp_path):
+    spec, ranking = card_run(tmp_path)
+    section = card_section(ranking, spec, "Fine-tuning: sweep", winner=ranking.rows[1])
+    assert [s["metric_value"] for s in section.scores] == [11.0, 38.5]
+
+
+def test_updating_a_card_merges_front_matter_and_never_duplicates(tmp_path):
+    from huggingface_hub import ModelCard
+
+    spec, ranking = card_run(tmp_path)
+    user_card = """---
+license: apache-2.0
+tags: [my-tag, translation]
+model-index:
+- name: my-model
+  results:
+  - task: {type: translation}
+    dataset: {type: wmt19, name: WMT19, split: test}
+    metrics: [{type: bleu, value: 30.1, name: bleu (my own test)}]
+---
+
+# My model
+
+My words.
+"""
+    first = write_card(user_card, {"finetune": card_section(ranking, spec, "Fine-tuning: sweep")}, "x")
+    better = replace(ranking, rows=(replace(ranking.rows[0], value=13.5),) + ranking.rows[1:])
+    decode = card_section(better, spec, "Decoding: grid")
+    second = write_card(first, {"finetune": card_section(better, spec, "Fine-tuning: sweep"), "decode": decode}, "x")
+    third = write_card(second, {"decode": decode}, "x")
+    assert third == second  # writing the same again changes nothing
+    readme = tmp_path / "README.md"
+    readme.write_text(third)
+    card = ModelCard.load(readme)
+    data = card.data.to_dict()
+    assert data["license"] == "apache-2.0"  # the user's, kept
+    assert data["tags"] == ["my-tag", "translation", "ray-tune", "generated_from_search"]
+    assert data["model-index"][0]["name"] == "my-model"
+    scores = model_index(card)
+    assert scores["bleu (my own test)"][0] == 30.1
+    assert scores["bleu (fine-tuning sweep)"][0] == scores["bleu (decoding sweep)"][0] == 13.5
+    assert len(card.data.eval_results) == 5  # the user's, and bleu and chrf of each section: none twice
+    assert card.text.count("## Fine-tuning: sweep") == 1 and card.text.count("## Decoding: grid") == 1
+    assert card.text.count("# My model") == 1 and "My words." in card.text
+    assert third.count("\n---\n") == 1  # one front matter
+
+
+def test_a_card_with_broken_front_matter_is_a_user_error(tmp_path):
+    spec, ranking = card_run(tmp_path)
+    with pytest.raises(UserError, match="README.md: its front matter cannot be read"):
+        write_card("---\n- a list\n---\n", {"finetune": card_section(ranking, spec, "t")}, "x")
+
+
+def test_exported_files_name_no_path_of_the_machine(tmp_path):
+    (tmp_path / "data").mkdir()
+    for name in ("train.tsv", "dev.tsv"):
+        (tmp_path / "data" / name).write_text("source\ttarget\na\tb\n")
+    project_data = tmp_path / "project" / "data"
+    project_data.mkdir(parents=True)
+    (project_data / "test.tsv").write_text("source\ttarget\na\tb\n")
+    data = {"train": str(tmp_path / "data" / "train.tsv"), "dev": str(tmp_path / "data" / "dev.tsv"),
+            "test": "../data/test.tsv"}  # fmt: skip
+    model = tmp_path / "models" / "base"
+    spec, ranking = card_run(tmp_path, data=data, model=str(model), settings={"model_src": str(model)})
+    run = Run(tmp_path / "runs", spec, cuts_trials=False)
+    files = {
+        "README.md": write_card("", {"finetune": card_section(ranking, spec, "Fine-tuning: sweep")}, "m"),
+        "best_hparams.yaml": hparams_yaml({"lr": 0.1}, run, ranking.best, ranking),
+    }
+    for name, text in files.items():
+        for machine in (str(tmp_path), "/tmp/", "/work/", "/root/"):
+            assert machine not in text, (name, machine)
+    assert "search run experiments/sweep.yaml --set" in files["best_hparams.yaml"]
+    # a file inside the project by its path there; one outside by its name; the winner's data by that name
+    assert "test: data/test.tsv" in files["README.md"] and "dev: dev.tsv" in files["README.md"]
+    assert "base_model" not in files["README.md"]  # a local model directory is no Hub model
+    assert "| ERROR |" in files["README.md"]  # the errored trial is listed, its error line (a path) is not
+
+
+def test_hub_model_ids():
+    spec = validate({"parameters": {"x": {"value": 1}}}, "sweep.yaml")
+    assert hub_model_id("Helsinki-NLP/opus-mt-en-de", spec) == "Helsinki-NLP/opus-mt-en-de"
+    assert hub_model_id("Helsinki-NLP/opus-mt-en-de@v1.0", spec) == "Helsinki-NLP/opus-mt-en-de"
+    for not_hub in ("./models/m", "/abs/m", "a/b/c", "s3://bucket/m", "tests", {"arch": "bart"}, None):
+        assert hub_model_id(not_hub, spec) is None
+    assert hub_model_id("tests/data", spec) is None  # a local directory of that name wins, as in transformers
 
 
 # ------------------------------------------------------------------------------------------------ PBT schedule
@@ -226,6 +386,7 @@ def _reported(row, key: str) -> list:
 
 @pytest.mark.ray
 def test_pbt_finetune_sweep_exports_model_hparams_card_and_schedule(run_sweep, tmp_path, tiny_model, capsys, figures):
+    from huggingface_hub import ModelCard
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
     from search.__main__ import main
@@ -257,7 +418,17 @@ data: {{corpus: toy}}
     assert isinstance(hparams["lr"], float)
     assert "search run" in (out_dir / "best_hparams.yaml").read_text()
     card = (out_dir / "README.md").read_text()
-    assert "| bleu |" in card and "sacreBLEU signature: `nrefs:1|" in card and "corpus: toy" in card
+    assert "| bleu |" in card and "bleu signature: `nrefs:1|" in card and "corpus toy" in card
+    # the Hub's model-index holds the winner's score of `search rank`'s table, with its signature
+    capsys.readouterr()
+    assert main(["rank", str(run_dir), "--format", "json"]) == 0
+    table = json.loads(capsys.readouterr().out)
+    (result,) = ModelCard.load(out_dir / "README.md").data.eval_results
+    assert (result.metric_type, result.metric_value) == ("bleu", table["rows"][0]["value"])
+    assert result.metric_args == {"signature": table["signature"]} and result.dataset_type == "toy"
+    for name in ("README.md", "best_hparams.yaml"):
+        assert str(tmp_path) not in (out_dir / name).read_text()
+    assert "search run sweep.yaml --set" in (out_dir / "best_hparams.yaml").read_text()
     schedule = yaml.safe_load((out_dir / "pbt_schedule.yaml").read_text())
     assert schedule["schedule"][0]["after_iteration"] == 0 and "lr" in schedule["schedule"][0]["config"]
     assert schedule["schedule"][-1]["config"]["lr"] == hparams["lr"]  # the config of the winner's last report

@@ -4,8 +4,8 @@ prints.
 
 ``generation`` merges a decoding sweep's winning ``generate()`` arguments into ``generation_config.json``;
 ``model_dir`` writes a fine-tune sweep's best checkpoint as a model directory with ``best_hparams.yaml``; ``lineage``
-turns a PBT winner into its schedule of configs; ``card`` keeps the model card's sections; ``values`` holds what the
-winner ran with.
+turns a PBT winner into its schedule of configs; ``card`` writes the model card the Hub reads (front matter with the
+``model-index``, a section per sweep); ``values`` holds what the winner ran with.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from search.errors import UserError
-from search.export.card import CARD_FILE, card_section, card_with_section
+from search.export.card import CARD_FILE, CardSection, card_section, card_with_section, write_card
 from search.export.generation import GENERATION_FILE, export_generation
 from search.export.lineage import pbt_schedule
 from search.export.model_dir import Extras, best_checkpoint, export_model
-from search.export.values import generate_args, winner_config
+from search.export.values import generate_args, portable_path, winner_config
 from search.files import atomic_write
 from search.report import FINISHED, Ranking, Row, rank
 from search.rundir import read_run
@@ -88,6 +88,7 @@ def export(
 
 
 __all__ = [
-    "CARD_FILE", "GENERATION_FILE", "Extras", "atomic_write", "best_checkpoint", "card_section", "card_with_section",
-    "export", "export_generation", "export_model", "generate_args", "pbt_schedule", "winner_config",
+    "CARD_FILE", "GENERATION_FILE", "CardSection", "Extras", "atomic_write", "best_checkpoint", "card_section",
+    "card_with_section", "export", "export_generation", "export_model", "generate_args", "pbt_schedule",
+    "portable_path", "winner_config", "write_card",
 ]  # fmt: skip

@@ -13,10 +13,10 @@ from typing import Any
 import yaml
 
 from search.errors import UserError
-from search.export.card import CARD_FILE, card_section, card_with_section
+from search.export.card import CARD_FILE, CardSection, card_section, write_card
 from search.export.generation import GENERATION_FILE, export_generation
 from search.export.lineage import pbt_schedule
-from search.export.values import nested, winner_config, yaml_safe
+from search.export.values import nested, portable_path, winner_config, yaml_safe
 from search.files import atomic_write, backup_path, publish_dir, staged_dir
 from search.report import Ranking, Row, flatten
 from search.rundir import Run
@@ -31,17 +31,18 @@ class Extras:
     on the model, and model-card sections ``{key: section}`` (the pipeline's decoding table)."""
 
     generation: dict[str, Any] = field(default_factory=dict)
-    card_sections: dict[str, str] = field(default_factory=dict)
+    card_sections: dict[str, CardSection] = field(default_factory=dict)
 
 
 def hparams_yaml(flat: dict[str, Any], run: Run, row: Row, ranking: Ranking) -> str:
-    """``best_hparams.yaml``: the winner's parameters, with the ``search run --set`` line that reruns them."""
+    """``best_hparams.yaml``: the winner's parameters, with the ``search run --set`` line that reruns them (the sweep
+    file named relative to the project)."""
     spec = run.spec
     sets = " ".join(f"--set 'parameters.{k}={{value: {json.dumps(yaml_safe(v))}}}'" for k, v in flat.items())
     head = [
         f"# Best trial {row.trial_id} of {spec.name}: {ranking.metric}={row.value} ({ranking.mode}, scope={ranking.scope})",
         "# A training script reads this mapping as its config; to rerun it as a sweep of one:",
-        f"#   search run {spec.file} {sets}",
+        f"#   search run {portable_path(spec.file, spec.file)} {sets}",
     ]
     return "\n".join(head) + "\n" + yaml.safe_dump(yaml_safe(nested(flat)), sort_keys=False)
 
@@ -68,10 +69,8 @@ def _side_files(run: Run, ranking: Ranking, row: Row, to: Path, extras: Extras) 
         )
     files[HPARAMS_FILE] = hparams_yaml(flat, run, row, ranking)
     card = (to / CARD_FILE).read_text(encoding="utf-8") if (to / CARD_FILE).is_file() else ""
-    sections = {"finetune": card_section(ranking, run.spec, f"Fine-tuning: {run.spec.name}"), **extras.card_sections}
-    for key, section in sections.items():
-        card = card_with_section(card, key, section)
-    files[CARD_FILE] = card
+    finetune = card_section(ranking, run.spec, f"Fine-tuning: {run.spec.name}", winner=row)
+    files[CARD_FILE] = write_card(card, {"finetune": finetune, **extras.card_sections}, to.name, str(to / CARD_FILE))
     return flat, files
 
 

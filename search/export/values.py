@@ -1,5 +1,5 @@
-"""The values a winner ran with, as the export writes them: by dotted name, nested as a trainable's config, and
-YAML-safe.
+"""The values a winner ran with, as the export writes them: by dotted name, nested as a trainable's config,
+YAML-safe, and paths relative to the project (an exported card never names the machine that ran the sweep).
 
 Example:
     >>> nested({"opt.lr": 1, "seed": 0})
@@ -34,6 +34,35 @@ def generate_args(row: Row, spec: Spec) -> dict[str, Any]:
     return winner_config(row, spec)
 
 
+PROJECT_MARKERS = ("pyproject.toml", ".git")  # a directory holding one of these is a project's root
+
+
+def project_root(start: Path) -> Path | None:
+    """The nearest directory at or above ``start`` that holds a :data:`PROJECT_MARKERS` entry, or None."""
+    for directory in (start, *start.parents):
+        if any((directory / marker).exists() for marker in PROJECT_MARKERS):
+            return directory
+    return None
+
+
+def portable_path(path: str | Path, spec_file: str | Path) -> str:
+    """``path`` (absolute, or relative to the spec file's directory) as an exported file names it: relative to the
+    project that holds the spec file, else to the spec file's directory; a path outside both by its name alone.
+
+    Example:
+        >>> portable_path("/home/me/proj/data/dev.tsv", "/elsewhere/sweep.yaml")
+        'dev.tsv'
+        >>> portable_path("dev.tsv", "/elsewhere/sweep.yaml")
+        'dev.tsv'
+    """
+    spec_dir = Path(spec_file).resolve().parent
+    resolved = (spec_dir / Path(path).expanduser()).resolve()
+    for base in (project_root(spec_dir), spec_dir):
+        if base is not None and resolved.is_relative_to(base):
+            return resolved.relative_to(base).as_posix()
+    return str(path) if not Path(path).is_absolute() else resolved.name
+
+
 def nested(flat: dict[str, Any]) -> dict[str, Any]:
     """``{"opt.lr": 1}`` -> ``{"opt": {"lr": 1}}`` (the shape a trainable's config has)."""
     out: dict[str, Any] = {}
@@ -57,4 +86,4 @@ def yaml_safe(value: Any) -> Any:
     return value
 
 
-__all__ = ["generate_args", "nested", "winner_config", "yaml_safe"]
+__all__ = ["generate_args", "nested", "portable_path", "project_root", "winner_config", "yaml_safe"]
