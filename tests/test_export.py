@@ -261,6 +261,23 @@ def test_exported_files_name_no_path_of_the_machine(tmp_path):
     assert "| ERROR |" in files["README.md"]  # the errored trial is listed, its error line (a path) is not
 
 
+@pytest.mark.parametrize(
+    ("data", "language", "datasets", "dataset_type", "config"),
+    [
+        ({"hub": "wmt19", "config": "de-en", "pair": "de-en"}, ["de", "en"], ["wmt19"], "wmt19", "de-en"),
+        ({"sacrebleu": "wmt19", "langpair": "ru-en"}, ["ru", "en"], None, "wmt19", "ru-en"),
+        ({"corpus": "bible-kjv-web"}, ["en"], ["bible-kjv-web"], "bible-kjv-web", None),
+    ],
+)
+def test_card_names_hub_datasets_sacrebleu_sets_and_their_languages(
+    tmp_path, data, language, datasets, dataset_type, config
+):
+    spec, ranking = card_run(tmp_path, data=data)
+    section = card_section(ranking, spec, "Fine-tuning: sweep")
+    assert section.metadata.get("language") == language and section.metadata.get("datasets") == datasets
+    assert {(s["dataset_type"], s["dataset_config"]) for s in section.scores} == {(dataset_type, config)}
+
+
 def test_hub_model_ids():
     spec = validate({"parameters": {"x": {"value": 1}}}, "sweep.yaml")
     assert hub_model_id("Helsinki-NLP/opus-mt-en-de", spec) == "Helsinki-NLP/opus-mt-en-de"

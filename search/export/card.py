@@ -38,15 +38,20 @@ CARD_ROWS = 10  # rows of the ranked table in the model card
 SEARCH_TAGS = ("ray-tune", "generated_from_search")  # as transformers' Trainer tags its cards generated_from_trainer
 LABELS = {"finetune": "fine-tuning sweep", "decode": "decoding sweep"}  # a section's name in its model-index scores
 # The shipped corpora (search.corpora.CORPORA): their languages and where the text comes from.
-CORPUS_LANGUAGES = {"bible-en-es": ["en", "es"], "bible-kjv-web": ["en"]}
+CORPUS_LANGUAGES = {"bible-en-es": ["en", "es"], "bible-kjv-web": ["en"], "bible-lead": ["en"]}
 CORPUS_SOURCES = {
     "bible-en-es": "World English Bible -> Reina-Valera 1909, both in the public domain",
     "bible-kjv-web": "King James Version -> World English Bible, both in the public domain",
+    "bible-lead": "World English Bible passages -> their first verse, in the public domain",
 }
 # Our metric names -> the Hub's metric ids (https://hf.co/metrics); the tasks they score.
 HUB_METRICS = {"bleu": "bleu", "chrf": "chrf", "chrfpp": "chrf", "ter": "ter"}
 ROUGE = "rouge"  # rouge1, rouge2, rougeL, rougeLsum: the Hub's rouge; they score summaries
-DATA_NON_PATH_KEYS = ("corpus", "format", "source_field", "target_field")  # search.corpora's keys that are no path
+# search.corpora's keys that name no path (the others, e.g. dev or disk, are shown relative to the project)
+DATA_NON_PATH_KEYS = (
+    "corpus", "format", "source_field", "target_field", "hub", "config", "revision", "split", "pair", "sacrebleu",
+    "langpair",
+)  # fmt: skip
 
 
 def hub_metric(name: str) -> str | None:
@@ -81,22 +86,33 @@ class CardSection:
     metadata: Mapping[str, Any] = field(default_factory=dict)
 
 
-def _data(spec: Spec) -> tuple[str, str, str]:
-    """The data as the card names it: ``(dataset id, pretty name, one-line description)``."""
-    data = dict(spec.data)
+@dataclass(frozen=True)
+class Dataset:
+    """The data as the card names it."""
+
+    id: str  # a Hub dataset id, a shipped corpus's name, or the dev file's path in the project
+    name: str  # a pretty name
+    description: str  # one line
+    config: str | None = None  # a Hub dataset's config, a sacreBLEU set's language pair
+
+
+def dataset(spec: Spec) -> Dataset:
+    """The spec's data (``search.corpora``'s forms) as the card and its model-index name it."""
+    data = dict(yaml_safe(dict(spec.data)))
+    shown = {k: v if k in DATA_NON_PATH_KEYS else _portable(v, spec.file) for k, v in data.items()}
+    line = yaml.safe_dump(shown, default_flow_style=True, width=10**6).strip()
     if "corpus" in data:
-        corpus = str(data["corpus"])
-        source = CORPUS_SOURCES.get(corpus)
-        return (
-            corpus,
-            f"{corpus} ({source})" if source else corpus,
-            f"corpus {corpus}" + (f": {source}" if source else ""),
-        )
-    shown = {k: v if k in DATA_NON_PATH_KEYS else _portable(v, spec.file) for k, v in yaml_safe(data).items()}
-    split = spec.settings.get("split", "dev")
-    entry = shown.get(split, shown)
-    name = entry.get("reference", "-") if isinstance(entry, dict) else str(entry)
-    return name, name, yaml.safe_dump(shown, default_flow_style=True, width=10**6).strip()
+        corpus, source = str(data["corpus"]), CORPUS_SOURCES.get(str(data["corpus"]))
+        return Dataset(corpus, f"{corpus}: {source}" if source else corpus, f"corpus {corpus}: {source or '-'}")
+    for key in ("hub", "sacrebleu"):
+        if key in data:
+            config = data.get("config", data.get("langpair"))
+            return Dataset(str(data[key]), " ".join(str(v) for v in (data[key], config) if v), line, config)
+    if "disk" in shown:
+        return Dataset(str(shown["disk"]), str(shown["disk"]), line)
+    entry = shown.get(str(spec.settings.get("split", "dev")), shown)
+    name = str(entry.get("reference", "-") if isinstance(entry, dict) else entry)
+    return Dataset(name, name, line)
 
 
 def _portable(value: Any, spec_file: str) -> Any:
@@ -105,14 +121,21 @@ def _portable(value: Any, spec_file: str) -> Any:
     return portable_path(value, spec_file) if isinstance(value, str) else value
 
 
+def _iso(code: Any) -> bool:
+    return isinstance(code, str) and len(code) == 2 and code.isalpha() and code.islower()
+
+
 def _languages(data: Mapping[str, Any]) -> list[str] | None:
-    """The data's languages when known: a shipped corpus's, or table fields named by ISO 639-1 codes (``en``)."""
+    """The data's languages when known: a shipped corpus's, a language pair's (``pair``, ``langpair`` or a Hub
+    config such as ``de-en``), or table fields named by ISO 639-1 codes (``source_field: en``)."""
     if "corpus" in data:
         return CORPUS_LANGUAGES.get(str(data["corpus"]))
+    for key in ("pair", "langpair", "config"):
+        codes = str(data.get(key) or "").split("-")
+        if len(codes) == 2 and all(map(_iso, codes)):
+            return list(dict.fromkeys(codes))
     fields = [data.get("source_field"), data.get("target_field")]
-    if all(isinstance(f, str) and len(f) == 2 and f.isalpha() and f.islower() for f in fields):
-        return list(dict.fromkeys(fields))
-    return None
+    return list(dict.fromkeys(fields)) if all(map(_iso, fields)) else None
 
 
 def _signatures(row: Row) -> dict[str, str]:
@@ -122,7 +145,7 @@ def _signatures(row: Row) -> dict[str, str]:
     return {k.removesuffix("_signature"): str(v) for k, v in last.items() if k.endswith("_signature") and v}
 
 
-def _scores(ranking: Ranking, winner: Row, task: str, dataset: tuple[str, str], split: str) -> tuple[dict, ...]:
+def _scores(ranking: Ranking, winner: Row, task: str, data: Dataset, split: str) -> tuple[dict, ...]:
     """The winner's metric and its extra columns that the Hub knows as metrics, with their signatures."""
     signatures = _signatures(winner)
     if ranking.signature:
@@ -134,8 +157,8 @@ def _scores(ranking: Ranking, winner: Row, task: str, dataset: tuple[str, str], 
         if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
             continue
         score = {
-            "task_type": task, "dataset_type": dataset[0], "dataset_name": dataset[1], "dataset_split": split,
-            "metric_type": metric, "metric_value": float(value),
+            "task_type": task, "dataset_type": data.id, "dataset_name": data.name, "dataset_config": data.config,
+            "dataset_split": split, "metric_type": metric, "metric_value": float(value),
         }  # fmt: skip
         if metric in signatures:
             score["metric_args"] = {"signature": signatures[metric]}
@@ -158,9 +181,9 @@ def card_section(
     """
     shown = [replace(r, error=None) for r in ranking.rows[:rows]]  # error lines may name paths of the machine
     table = format_ranking(replace(ranking, rows=tuple(shown)), "md")
-    dataset_id, dataset_name, data = _data(spec) if spec.data else ("-", "-", "-")
+    data = dataset(spec) if spec.data else Dataset("-", "-", "-")
     settings = {k: v for k, v in spec.settings.items() if k in ("eval_size", "train_size", "max_steps", "limit")}
-    lines = [f"## {title}", "", table, "", f"- Data: `{data}`"]
+    lines = [f"## {title}", "", table, "", f"- Data: `{data.description}`"]
     if settings:
         lines.append(f"- Settings: `{json.dumps(yaml_safe(settings))}`")
     if ranking.signature:
@@ -172,9 +195,9 @@ def card_section(
     winner = winner or ranking.best
     split = str(spec.settings.get("split", "dev"))
     found = winner is not None and spec.data
-    scores = _scores(ranking, winner, task, (dataset_id, dataset_name), split) if found else ()
+    scores = _scores(ranking, winner, task, data, split) if found else ()
     metadata = {
-        "language": _languages(spec.data), "datasets": [dataset_id] if "corpus" in spec.data else None,
+        "language": _languages(spec.data), "datasets": [data.id] if {"corpus", "hub"} & set(spec.data) else None,
         "metrics": list(dict.fromkeys(m for m in map(hub_metric, names) if m)) or None,
         "base_model": hub_model_id(spec.model, spec), "tags": [task, *SEARCH_TAGS], "pipeline_tag": task,
         "library_name": "transformers",
