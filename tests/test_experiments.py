@@ -19,6 +19,7 @@ SCRIPTS = sorted(p for p in (REPO / "experiments").glob("*.py") if "--smoke-test
 # what each script's smoke run prints, one pattern a stdout line: the check it is there for, not only its exit code
 PRINTS = {
     "bench_decode": [rf"{n} configs, 8 sentences, .*; BLEU identical: True \(tokens: True\); " for n in (8, 12)],
+    "build_lead_corpus": [r"bible-lead: train 1200, dev 150, test 150 - rebuilt byte-identical$"],
     "build_bible_corpus": [
         r"bible-en-es: train \d+, dev \d+, test \d+ - checksums match$",
         r"bible-kjv-web: train \d+, dev \d+, test \d+ - checksums match$",

@@ -27,6 +27,7 @@ DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 CORPORA: dict[str, Path] = {
     "bible-en-es": DATA_DIR / "bible-en-es",  # World English Bible -> Reina-Valera 1909
     "bible-kjv-web": DATA_DIR / "bible-kjv-web",  # King James Version -> World English Bible
+    "bible-lead": DATA_DIR / "bible-lead",  # WEB passage of 4 verses -> its first verse (summarization stand-in)
 }
 FORMATS = ("tsv", "csv", "jsonl")
 _EXTENSIONS = {".tsv": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl"}
