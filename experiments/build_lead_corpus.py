@@ -8,7 +8,8 @@ decoding parameters such as ``length_penalty`` and ``no_repeat_ngram_size`` meas
 
 The English side of ``search/data/bible-en-es`` (every split, put back in canonical order by reference) is the only
 input: no internet, no Debian packages. Passages never overlap and are drawn with a fixed seed, so no verse of a dev
-or test passage occurs in a train passage. Verses longer than 30 words were already left out of ``bible-en-es``;
+or test passage occurs in a train passage; dev and test take only passages whose source and target texts occur once
+among all passages (a few verses repeat word for word, such as psalm titles). Verses longer than 30 words were already left out of ``bible-en-es``;
 passages skip those gaps (their verse numbers must be consecutive).
 
 Run:
@@ -28,6 +29,7 @@ import hashlib
 import io
 import json
 import random
+from collections import Counter
 from pathlib import Path
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "search" / "data"
@@ -69,14 +71,19 @@ def passages(verses: list[tuple[str, int, int, str]]) -> list[tuple[str, str, st
 
 
 def build() -> dict[str, bytes]:
-    """The gzipped TSV of each split: a seeded draw of passages, each split in canonical order."""
+    """The gzipped TSV of each split: a seeded draw of passages, each split in canonical order; test and dev first,
+    among the passages whose texts are unique, so that no text of theirs occurs in another split."""
     candidates = passages(read_verses())
-    chosen = list(range(len(candidates)))
-    random.Random(SEED).shuffle(chosen)
-    files, start = {}, 0
-    for split, size in SIZES.items():
-        picked = sorted(chosen[start : start + size])
-        start += size
+    count = Counter(text for _, source, target in candidates for text in {source, target})
+    unique = [i for i, (_, source, target) in enumerate(candidates) if count[source] == count[target] == 1]
+    random.Random(SEED).shuffle(unique)
+    held_out = {"test": unique[: SIZES["test"]], "dev": unique[SIZES["test"] : SIZES["test"] + SIZES["dev"]]}
+    rest = sorted(set(range(len(candidates))) - {i for ids in held_out.values() for i in ids})
+    random.Random(SEED).shuffle(rest)
+    chosen = {**held_out, "train": rest[: SIZES["train"]]}
+    files = {}
+    for split in SIZES:
+        picked = sorted(chosen[split])
         buffer = io.StringIO()
         writer = csv.writer(buffer, delimiter="\t", lineterminator="\n", quoting=csv.QUOTE_NONE, escapechar=None)
         writer.writerow(COLUMNS)

@@ -16,6 +16,7 @@ from search.corpora import CORPORA, Pairs, load_pairs, validate_data
 from search.errors import DataError
 
 DATA = Path(__file__).parent / "data"
+VERSE_CORPORA = ("bible-en-es", "bible-kjv-web")  # one verse a side; bible-lead's sources are passages of 4 verses
 BUILD_SCRIPT = Path(__file__).parent.parent / "experiments" / "build_bible_corpus.py"
 
 
@@ -46,9 +47,10 @@ def test_shipped_splits_have_the_sizes_and_checksums_of_meta_json(corpus, shippe
         data = (CORPORA[corpus] / info["file"]).read_bytes()
         assert hashlib.sha256(data).hexdigest() == info["sha256"]
         assert len(shipped[corpus, split]) == info["pairs"]
-    assert len(shipped[corpus, "test"]) == 1000
-    assert len(shipped[corpus, "dev"]) == 500
-    assert len(shipped[corpus, "train"]) > 15000
+    if corpus in VERSE_CORPORA:
+        assert len(shipped[corpus, "test"]) == 1000
+        assert len(shipped[corpus, "dev"]) == 500
+        assert len(shipped[corpus, "train"]) > 15000
 
 
 @pytest.mark.parametrize("corpus", sorted(CORPORA))
@@ -70,7 +72,7 @@ def test_shipped_text_is_clean(shipped):
     for (corpus, split), pairs in shipped.items():
         for text in pairs.sources + pairs.references:
             assert text and text == " ".join(text.split()), (corpus, split, text)
-            assert len(text.split()) <= 30
+            assert len(text.split()) <= (30 if corpus in VERSE_CORPORA else 4 * 30)
             assert not re.search(r"[<>]|&\w+;|\x00|¶", text), (corpus, split, text)
             # A footnote removed without a space glues words: "only bornSon".
             assert not re.search(r"[a-zà-ÿ][A-ZÀ-Ý]", text), (corpus, split, text)
