@@ -26,12 +26,15 @@ on a GPU stays there; under autocast the replay still sees HF's float32 scores, 
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import warnings
-from dataclasses import dataclass
 from typing import Any
 
 import torch
+
+from search.decoding.cache import RECORD_FORMAT, digest
+from search.decoding.records import BatchRecord, Decoded, Recorder, Replayer, replay, stopping_rule
 
 # The private helpers the hooks replace; their absence means an untested transformers version.
 HELPERS = ("_update_finished_beams", "_check_early_stop_heuristic", "_beam_search_has_unfinished_sequences")
@@ -49,34 +52,9 @@ SHARED_OK = frozenset(
 )  # fmt: skip
 
 
-@dataclass
-class Decoded:
-    """What ``generate()`` returned for one config.
-
-    Attributes:
-        sequences: ``[batch * num_return_sequences, length]`` token ids, equal to ``generate(...)``'s.
-        sequences_scores: ``[batch * num_return_sequences]`` beam scores as ``generate(output_scores=True,
-            return_dict_in_generate=True)`` gives them; None for greedy and plain-``generate()`` configs.
-    """
-
-    sequences: torch.Tensor
-    sequences_scores: torch.Tensor | None = None
-
-
 def helpers_available(model: Any) -> bool:
     """Whether ``model`` has the beam-search helpers the one-pass replay calls."""
     return all(callable(getattr(type(model), name, None)) for name in HELPERS)
-
-
-def stopping_rule(length_penalty: float, early_stopping: Any) -> Any:
-    """``early_stopping`` as the helpers act on it: ``"never"`` is ``False`` when ``length_penalty <= 0`` (they only
-    test ``early_stopping is True`` and ``== "never" and length_penalty > 0``).
-
-    Example:
-        >>> stopping_rule(0.0, "never"), stopping_rule(1.0, "never"), stopping_rule(-1.0, True)
-        (False, 'never', True)
-    """
-    return False if early_stopping == "never" and not length_penalty > 0.0 else early_stopping
 
 
 def decoding_kind(model: Any, config: dict, shared: dict) -> tuple[str, tuple, dict] | None:
@@ -107,7 +85,9 @@ def decoding_kind(model: Any, config: dict, shared: dict) -> tuple[str, tuple, d
     return "beam", (gen.num_beams, rest), replay
 
 
-def decode_configs(model: Any, batch_inputs: dict, configs: list[dict], shared: dict | None = None) -> list[Decoded]:
+def decode_configs(
+    model: Any, batch_inputs: dict, configs: list[dict], shared: dict | None = None, records: PassRecords | None = None
+) -> list[Decoded]:
     """Decode one batch with every config, exactly as ``model.generate(**batch_inputs, **shared, **config)`` would.
 
     Beam configs that differ only in ``length_penalty``, ``early_stopping`` and ``num_return_sequences`` share one beam
@@ -120,6 +100,7 @@ def decode_configs(model: Any, batch_inputs: dict, configs: list[dict], shared: 
             since padding changes scores by ~1e-6.
         configs: ``generate()`` keyword arguments per config.
         shared: keyword arguments common to all configs (``max_new_tokens``, ``min_length``, ...).
+        records: where beam passes are recorded, or replayed from (see :class:`PassRecords`).
 
     Returns:
         One ``Decoded`` per config, in order.
@@ -152,7 +133,8 @@ def decode_configs(model: Any, batch_inputs: dict, configs: list[dict], shared: 
         else:
             passes.setdefault((how[0], *how[1]), []).append((i, how[2]))
     with torch.no_grad():
-        for (kind, *_), members in passes.items():
+        for pass_id, members in passes.items():
+            kind = pass_id[0]
             first = {**shared, **configs[members[0][0]]}
             if kind == "greedy":
                 out = _generate(model, batch_inputs, first)
@@ -160,7 +142,11 @@ def decode_configs(model: Any, batch_inputs: dict, configs: list[dict], shared: 
                     results[i] = out
                 continue
             args = {k: v for k, v in first.items() if k not in REPLAYED}
-            outs = run_pass(model, batch_inputs, args, int(_num_beams(model, first)), [r for _, r in members])
+            nb, replays = int(_num_beams(model, first)), [r for _, r in members]
+            if records is None:
+                outs = run_pass(model, batch_inputs, args, nb, replays)[0]
+            else:
+                outs = records.outputs(model, batch_inputs, args, nb, replays, tuple(pass_id[1:]), shared)
             for (i, _), out in zip(members, outs, strict=True):
                 results[i] = out if out is not None else _generate(model, batch_inputs, {**shared, **configs[i]})
     return results  # type: ignore[return-value]
@@ -171,27 +157,97 @@ def _num_beams(model: Any, args: dict) -> int:
 
 
 def _generate(model: Any, batch_inputs: dict, args: dict) -> Decoded:
-    with torch.no_grad():
-        out = model.generate(**batch_inputs, **args)
-    return Decoded(out.sequences if hasattr(out, "sequences") else out)
+    """``generate()``, counting its decoder steps (each step is one call of the model; the encoder runs apart)."""
+    steps = []
+    hook = model.register_forward_pre_hook(lambda *_: steps.append(1))
+    try:
+        with torch.no_grad():
+            out = model.generate(**batch_inputs, **args)
+    finally:
+        hook.remove()
+    return Decoded(out.sequences if hasattr(out, "sequences") else out, steps=len(steps))
 
 
-def run_pass(model: Any, batch_inputs: dict, args: dict, num_beams: int, replays: list[dict]) -> list[Decoded | None]:
+def run_pass(
+    model: Any,
+    batch_inputs: dict,
+    args: dict,
+    num_beams: int,
+    replays: list[dict],
+    horizon: list[dict] = (),  # type: ignore[assignment]
+    to_end: bool = False,
+) -> tuple[list[Decoded | None], BatchRecord]:
     """One beam pass of ``generate(**batch_inputs, **args, num_beams=num_beams)`` replayed for each of ``replays``.
 
     Args:
         replays: ``{"length_penalty", "early_stopping", "num_return_sequences"}`` per config (``decoding_kind`` gives them).
+        horizon: more replays the pass runs long enough for (so that its record covers them), not returned.
+        to_end: run until no running beam can continue (``max_length``): the record then covers every config.
 
     Returns:
-        One ``Decoded`` per replay, or None where the result needs a plain ``generate()`` (see the module docstring).
+        One ``Decoded`` per replay, or None where the result needs a plain ``generate()`` (see the module docstring),
+        and the pass's record (``search.decoding.records``).
     """
-    tracker = _Tracker(model, replays)
+    tracker = _Tracker(model, [*replays, *horizon], to_end)
     with _hooked(model, tracker):
         model.generate(
             **batch_inputs, **args, num_beams=num_beams, num_return_sequences=1,
             length_penalty=replays[0]["length_penalty"], early_stopping=replays[0]["early_stopping"],
         )  # fmt: skip
-    return tracker.outputs()
+    return tracker.replayer.outputs(tracker.recorder.record, len(replays)), tracker.recorder.record
+
+
+class NotCovered(LookupError):
+    """A config the stored records of a pass do not cover (the pass stopped before it would): decode it."""
+
+
+class PassRecords:
+    """The records of the beam passes over a dev set's fixed batches, by batch, in a form the caches store.
+
+    Give it to :func:`decode_configs` to make records while decoding (each beam pass runs until ``horizon``'s configs
+    would stop too, or to the end with ``to_end``), or, with ``stored`` and ``replay_only``, to replay configs from
+    the records without running the model (:class:`NotCovered` when they do not cover one).
+
+    Args:
+        stored: records in stored form (:meth:`stored`; ``cache.merge_records`` merges two).
+        horizon: ``generate()`` configs every pass must cover, each in the pass it belongs to.
+        to_end: run every pass until no running beam can continue.
+        replay_only: never run the model.
+    """
+
+    def __init__(self, stored: dict | None = None, horizon: list[dict] = (), to_end: bool = False,  # type: ignore[assignment]
+                 replay_only: bool = False):  # fmt: skip
+        self.horizon, self.to_end, self.replay_only = list(horizon), to_end, replay_only
+        self._stored = dict((stored or {}).get("batches", {}))
+        self._made: dict[str, BatchRecord] = {}
+
+    def outputs(self, model: Any, inputs: dict, args: dict, num_beams: int, replays: list[dict], pass_key: tuple,
+                shared: dict) -> list[Decoded | None]:  # fmt: skip
+        """One pass's outputs: replayed from its batch's record (``replay_only``), else decoded and recorded."""
+        key = digest({"ids": inputs["input_ids"].tolist(), "args": args, "num_beams": num_beams})
+        if self.replay_only:
+            if key not in self._stored:
+                raise NotCovered(f"no record of this batch for num_beams={num_beams}")
+            device = inputs["input_ids"].device
+            outs = replay(BatchRecord.from_bytes(base64.b64decode(self._stored[key]["data"]), device), replays)
+            if any(out is None for out in outs):
+                raise NotCovered(f"the recorded pass (num_beams={num_beams}) stopped before this config would")
+            return outs
+        extra = [
+            how[2]
+            for config in self.horizon
+            if (how := decoding_kind(model, config, shared)) is not None and (how[0], *how[1]) == ("beam", *pass_key)
+        ]
+        outs, self._made[key] = run_pass(model, inputs, args, num_beams, replays, extra, self.to_end)
+        return outs
+
+    def stored(self) -> dict:
+        """The records made here as JSON-able data: per batch its steps, whether it ran to the end, the bytes."""
+        made = {
+            key: {"steps": r.steps, "complete": r.complete, "data": base64.b64encode(r.to_bytes()).decode("ascii")}
+            for key, r in self._made.items()
+        }
+        return {"format": RECORD_FORMAT, "batches": made}
 
 
 @contextlib.contextmanager
@@ -212,164 +268,31 @@ def _hooked(model: Any, tracker: _Tracker):
                 delattr(model, name)
 
 
-class _Group:
-    """Replay state of the configs that share one ``early_stopping`` value, stacked config-major on the batch axis.
-
-    Row ``c * batch + b`` is batch item ``b`` of config ``c``. ``ids`` stands in for HF's finished ``sequences``.
-    """
-
-    def __init__(self, early_stopping: Any, members: list[tuple[int, float]], init: dict):
-        self.es = early_stopping
-        self.members = members  # (index of the unique replay, length_penalty)
-        g = len(members)
-        self.ids = init["ids"].repeat(g, 1)  # [g*B, nb] candidate id of each finished slot
-        self.scores = init["scores"].repeat(g, 1)  # [g*B, nb] float32
-        self.finished = init["finished"].repeat(g, 1)  # [g*B, nb] bool
-        self.unsatisfied = torch.ones((self.ids.shape[0], 1), dtype=torch.bool, device=self.ids.device)  # [g*B, 1]
-
-    def divide(self, scores: torch.Tensor, lengths: list[int], batch: int) -> torch.Tensor:
-        """``scores`` ``[g*B, k]`` divided row by row by ``length ** length_penalty`` of the row's config, bit for bit
-        as HF's ``scores / python_float`` computes it on the scores' device.
-
-        The divisor is computed in Python floats as HF does. The CPU divides by it in float32; CUDA's kernel for a
-        CPU-scalar divisor multiplies by its float32 reciprocal instead (``div_true_kernel_cuda``), which can differ
-        in the last bit, so the replay does the same there.
-        """
-        values = [float(n**lp) for n, (_, lp) in zip(lengths, self.members, strict=True)]
-        divisors = torch.tensor(values, dtype=torch.float32, device="cpu")  # where HF's Python float lives
-        if scores.device.type == "cuda":
-            factors = (1.0 / divisors).to(scores.device)
-            return scores * factors.repeat_interleave(batch).unsqueeze(1)
-        return scores / divisors.to(scores.device).repeat_interleave(batch).unsqueeze(1)
-
-    def keep(self, mask: torch.Tensor, batch: int) -> None:
-        """Drop the configs whose ``mask`` entry is False."""
-        rows = mask.repeat_interleave(batch)
-        self.members = [m for m, k in zip(self.members, mask.tolist(), strict=True) if k]
-        self.ids, self.scores = self.ids[rows], self.scores[rows]
-        self.finished, self.unsatisfied = self.finished[rows], self.unsatisfied[rows]
-
-
 class _Tracker:
-    """The three hooks of one beam pass: replays every config and stops the pass when the last one stops."""
+    """The three hooks of one beam pass: records each step, replays every config on it, and stops the pass when the
+    last config stops (or, ``to_end``, when no running beam can continue)."""
 
-    def __init__(self, model: Any, replays: list[dict]):
-        self.model, self.cls = model, type(model)
-        # Configs that only differ in num_return_sequences share one replay, as do those stopping_rule equates.
-        self.unique: list[tuple[float, Any]] = []
-        self.of_config: list[int] = []
-        for r in replays:
-            key = (r["length_penalty"], stopping_rule(r["length_penalty"], r["early_stopping"]))
-            if key not in self.unique:
-                self.unique.append(key)
-            self.of_config.append(self.unique.index(key))
-        self.nrs = [r["num_return_sequences"] for r in replays]
-        self.groups: list[_Group] | None = None
-        self.final: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}  # unique -> (ids, scores, fin)
-        self.candidates: list[torch.Tensor] = []  # [n, max_length] token rows; id = position in the concatenation
-        self.lengths: list[int] = []  # generated length of each candidate (HF counts it from beam_indices)
-        self.n_candidates = 0
-        self.prompt_len = 0
+    def __init__(self, model: Any, replays: list[dict], to_end: bool):
+        self.recorder, self.replayer, self.to_end = Recorder(), Replayer(replays, model), to_end
 
     # -- hook 1: called once per step with the top-K continuations, before cur_len is incremented
     def update(self, **kw: Any):
-        topk_seqs, topk_scores, hits = (
-            kw["topk_running_sequences"],
-            kw["topk_log_probs"],
-            kw["next_token_hits_stopping_criteria"],
-        )
-        cur_len, prompt, nb = kw["cur_len"], kw["decoder_prompt_len"], kw["num_beams"]
-        batch, k = topk_scores.shape
-        if self.groups is None:
-            self.prompt_len = prompt
-            self._start(kw["sequences"], nb)
-        just_finished = hits & kw["top_num_beam_mask"][None, :]
-        device = topk_scores.device
-        cand = torch.full((batch, k), -1, dtype=torch.int64, device=device)  # -1: an unfinished candidate, not stored
-        n = int(just_finished.sum())
-        if n:
-            cand[just_finished] = torch.arange(self.n_candidates, self.n_candidates + n, device=device)
-            self.candidates.append(topk_seqs[just_finished])
-            self.lengths += [cur_len + 1 - prompt] * n
-            self.n_candidates += n
-        for group in self.groups:
-            g = len(group.members)
-            cand_g = cand.repeat(g, 1).unsqueeze(-1)
-            scores = group.divide(topk_scores.repeat(g, 1), [cur_len + 1 - prompt] * g, batch)
-            ids, group.scores, _, group.finished = self.cls._update_finished_beams(
-                self.model, sequences=group.ids.unsqueeze(-1), topk_running_sequences=cand_g,
-                beam_scores=group.scores, topk_log_probs=scores, beam_indices=group.ids.unsqueeze(-1),
-                topk_running_beam_indices=cand_g, is_early_stop_heuristic_unsatisfied=group.unsatisfied,
-                is_sent_finished=group.finished, next_token_hits_stopping_criteria=hits.repeat(g, 1),
-                top_num_beam_mask=kw["top_num_beam_mask"], num_beams=nb, cur_len=cur_len, decoder_prompt_len=prompt,
-                length_penalty=0.0, early_stopping=group.es,
-            )  # fmt: skip
-            group.ids = ids.squeeze(-1)
+        self.recorder.update(kw)
+        self.replayer.update(
+            kw["topk_log_probs"], kw["next_token_hits_stopping_criteria"], kw["top_num_beam_mask"], kw["cur_len"],
+            kw["decoder_prompt_len"], kw["num_beams"],
+        )  # fmt: skip
         return kw["sequences"], kw["beam_scores"], kw["beam_indices"], kw["is_sent_finished"]
 
     # -- hook 2: after cur_len += 1, with the new running beam scores
     def heuristic(self, **kw: Any):
-        cur_len, max_length, prompt = kw["cur_len"], kw["max_length"], kw["decoder_prompt_len"]
-        running = kw["running_beam_scores"][:, :1]
-        batch = running.shape[0]
-        for group in self.groups:
-            g = len(group.members)
-            lengths = [
-                max_length - prompt if group.es == "never" and lp > 0.0 else cur_len - prompt for _, lp in group.members
-            ]
-            best = group.divide(running.repeat(g, 1), lengths, batch)
-            group.unsatisfied = self.cls._check_early_stop_heuristic(
-                is_early_stop_heuristic_unsatisfied=group.unsatisfied, running_beam_scores=best,
-                beam_scores=group.scores, is_sent_finished=group.finished, cur_len=cur_len, max_length=max_length,
-                decoder_prompt_len=prompt, early_stopping=False, length_penalty=0.0,
-            )  # fmt: skip
+        self.recorder.heuristic(kw["running_beam_scores"])
+        self.replayer.heuristic(kw["running_beam_scores"][:, :1], kw["cur_len"], kw["max_length"], kw["decoder_prompt_len"])
         return kw["is_early_stop_heuristic_unsatisfied"]
 
-    # -- hook 3: the loop condition; per config it is HF's helper applied to that config's rows
+    # -- hook 3: the loop condition
     def unfinished(self, unsatisfied, finished, hits, early_stopping):
-        valid_continuations = ~torch.all(hits)
-        batch = hits.shape[0]
-        for group in self.groups:
-            g = len(group.members)
-            improvement_possible = group.unsatisfied.view(g, batch).any(dim=1)
-            exists_open_beam = ~(group.finished.view(g, -1).all(dim=1) & (group.es is True))
-            going = improvement_possible & exists_open_beam & valid_continuations
-            if not bool(going.all()):
-                for c in (~going).nonzero().flatten().tolist():
-                    rows = slice(c * batch, (c + 1) * batch)
-                    self.final[group.members[c][0]] = (group.ids[rows], group.scores[rows], group.finished[rows])
-                group.keep(going, batch)
-        self.groups = [group for group in self.groups if group.members]
-        return torch.tensor(bool(self.groups), device=hits.device) & valid_continuations
+        going = self.replayer.unfinished(hits) if self.replayer.groups else False
+        return torch.tensor(going or (self.to_end and not bool(hits.all())), device=hits.device)
 
-    def _start(self, sequences: torch.Tensor, nb: int) -> None:
-        """Initial finished slots: HF's ``sequences`` (prompt + fill) become candidates ``0..B-1``."""
-        batch = sequences.shape[0]
-        self.candidates.append(sequences[:, 0, :])
-        self.lengths += [0] * batch
-        self.n_candidates = batch
-        device = sequences.device
-        init = {
-            "ids": torch.arange(batch, device=device).unsqueeze(1).repeat(1, nb),
-            "scores": torch.full((batch, nb), -1e9, dtype=torch.float, device=device),
-            "finished": torch.zeros((batch, nb), dtype=torch.bool, device=device),
-        }
-        by_es: dict[str, list[tuple[int, float]]] = {}
-        for u, (lp, es) in enumerate(self.unique):
-            by_es.setdefault(repr(es), []).append((u, lp))
-        self.groups = [_Group(self.unique[m[0][0]][1], m, init) for m in by_es.values()]
 
-    def outputs(self) -> list[Decoded | None]:
-        """Each config's sequences and scores, cropped as ``_beam_search`` crops them."""
-        table = torch.cat(self.candidates)  # [n_candidates, max_length]
-        lengths = torch.tensor(self.lengths, device=table.device)
-        outs: list[Decoded | None] = []
-        for u, nrs in zip(self.of_config, self.nrs, strict=True):
-            ids, scores, _ = self.final[u]
-            ids, scores = ids[:, :nrs].flatten(), scores[:, :nrs].flatten()
-            if bool((ids < 0).any()):
-                outs.append(None)  # a returned slot holds an unfinished candidate: recompute this config
-                continue
-            output_length = self.prompt_len + int(lengths[ids].max())
-            outs.append(Decoded(table[ids, :output_length].clone(), scores.clone()))
-        return outs
