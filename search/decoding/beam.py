@@ -34,7 +34,8 @@ from typing import Any
 import torch
 
 from search.decoding.cache import RECORD_FORMAT, digest
-from search.decoding.records import BatchRecord, Decoded, Recorder, Replayer, replay, stopping_rule
+from search.decoding.records import BatchRecord, Decoded, Recorder, Replayer, replay
+from search.decoding.records import stopping_rule as stopping_rule  # re-exported: configs and callers use it here
 
 # The private helpers the hooks replace; their absence means an untested transformers version.
 HELPERS = ("_update_finished_beams", "_check_early_stop_heuristic", "_beam_search_has_unfinished_sequences")
@@ -194,7 +195,12 @@ def run_pass(
             **batch_inputs, **args, num_beams=num_beams, num_return_sequences=1,
             length_penalty=replays[0]["length_penalty"], early_stopping=replays[0]["early_stopping"],
         )  # fmt: skip
-    return tracker.replayer.outputs(tracker.recorder.record, len(replays)), tracker.recorder.record
+    record = tracker.recorder.record
+    outs = tracker.replayer.outputs(record, len(replays))
+    for out in outs:
+        if out is not None:
+            out.steps = record.steps
+    return outs, record
 
 
 class NotCovered(LookupError):
@@ -287,12 +293,12 @@ class _Tracker:
     # -- hook 2: after cur_len += 1, with the new running beam scores
     def heuristic(self, **kw: Any):
         self.recorder.heuristic(kw["running_beam_scores"])
-        self.replayer.heuristic(kw["running_beam_scores"][:, :1], kw["cur_len"], kw["max_length"], kw["decoder_prompt_len"])
+        self.replayer.heuristic(
+            kw["running_beam_scores"][:, :1], kw["cur_len"], kw["max_length"], kw["decoder_prompt_len"]
+        )
         return kw["is_early_stop_heuristic_unsatisfied"]
 
     # -- hook 3: the loop condition
     def unfinished(self, unsatisfied, finished, hits, early_stopping):
         going = self.replayer.unfinished(hits) if self.replayer.groups else False
         return torch.tensor(going or (self.to_end and not bool(hits.all())), device=hits.device)
-
-

@@ -11,6 +11,8 @@ Layout under ``<cache_dir>/decode/``::
 
     <pass key>.lock             without a board: held while one trial computes the pass; the others wait, then read
     <pass key>/<config key>.json  one decoded config: hypotheses, output lengths, pass seconds and size
+    <pass key>/record.json      the records of the pass over each batch (``beam.PassRecords``), from which configs
+                                the pass ran long enough for are replayed without the model; merged across runs
 
 A pass key hashes everything the beam pass depends on (model content, sources, split, batch size, truncation and the
 shared ``generate()`` arguments with ``num_beams``); a config key adds the replayed arguments. Entries are written
@@ -31,6 +33,8 @@ from search.files import atomic_write
 # Bump when the entry format or the way hypotheses are produced changes, so old entries are not reused.
 FORMAT = 1
 _MODEL_HASHES: dict[str, str] = {}
+# Bump when the stored form of a pass record (``beam.PassRecords.stored``) changes; other records are not read.
+RECORD_FORMAT = 1
 
 
 def digest(value: Any) -> str:
@@ -82,6 +86,19 @@ class DecodeCache:
         """Write an entry atomically (temporary file in the same directory, then rename)."""
         atomic_write(self.path(config_key), json.dumps(entry))
 
+    def get_record(self) -> dict | None:
+        """The pass's stored records (``beam.PassRecords.stored`` form), or None."""
+        record = self.get("record")
+        return record if record is not None and record.get("format") == RECORD_FORMAT else None
+
+    def put_record(self, record: dict) -> None:
+        """Merge ``record`` into the stored records (per batch the longer one: see :func:`merge_records`).
+
+        Two trials merging at once may lose one's batches (the last rename wins): records only save decoding,
+        a lost one costs a decode later, never a wrong result.
+        """
+        self.put("record", merge_records(self.get_record(), record))
+
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
         """Hold the pass lock: concurrent trials of one pass wait for the trial that computes it.
@@ -95,4 +112,25 @@ class DecodeCache:
             yield
 
 
-__all__ = ["FORMAT", "DecodeCache", "digest", "model_fingerprint"]
+def merge_records(old: dict | None, new: dict | None) -> dict:
+    """Two stored pass records as one: per batch the record that ran longer (a pass is deterministic for fixed
+    batches, so the shorter record is a prefix of the longer one, and the longer covers every config it covers).
+
+    Example:
+        >>> a = {"format": RECORD_FORMAT, "batches": {"b1": {"steps": 9, "complete": False, "data": "x"}}}
+        >>> b = {"format": RECORD_FORMAT, "batches": {"b1": {"steps": 12, "complete": True, "data": "y"},
+        ...                                           "b2": {"steps": 3, "complete": False, "data": "z"}}}
+        >>> sorted((k, v["data"]) for k, v in merge_records(a, b)["batches"].items())
+        [('b1', 'y'), ('b2', 'z')]
+    """
+    batches = dict((old or {}).get("batches", {}))
+    for key, batch in (new or {}).get("batches", {}).items():
+        if key not in batches or (batch["complete"], batch["steps"]) > (
+            batches[key]["complete"],
+            batches[key]["steps"],
+        ):
+            batches[key] = batch
+    return {"format": RECORD_FORMAT, "batches": batches}
+
+
+__all__ = ["FORMAT", "RECORD_FORMAT", "DecodeCache", "digest", "merge_records", "model_fingerprint"]
