@@ -404,7 +404,7 @@ def test_a_uri_missing_a_slash_is_refused_instead_of_becoming_a_local_directory(
 def test_a_trial_that_still_fails_on_its_data_names_the_sweep_file(tmp_path):
     """The runner gives the built-in trainables the sweep file, named in the errors a trial raises."""
     from search.trainables.decode import decode_and_score
-    from search.tune.runner import resolved_sections
+    from search.tune.plan import resolved_sections
 
     sweep = tmp_path / "sweep.yaml"
     sweep.write_text(HEAD + "trainable: decode\n" + TINY + "data: {dev: {source: dev.en, reference: dev.es}}\n")

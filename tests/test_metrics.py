@@ -110,7 +110,7 @@ def test_settings_select_the_metrics_plus_the_sweeps(resolve):
 
 def test_runner_tells_builtin_trainables_the_sweeps_metric_and_columns(tmp_path):
     from search.spec import validate
-    from search.tune.runner import resolved_sections
+    from search.tune.plan import resolved_sections
 
     raw = {"method": "grid", "trainable": "decode", "metric": {"name": "rougeL", "goal": "maximize"}}
     spec = validate({**raw, "parameters": {"num_beams": {"values": [1, 2]}}, "columns": ["ter"]}, "s.yaml")

@@ -7,7 +7,9 @@ line per event and keeps good copies of the state; ``wandb`` keeps the API key o
 ``search validate`` prints. Ray itself is imported only when needed.
 """
 
+from search.tune.extend import extend
+from search.tune.plan import plan
 from search.tune.registry import check_spec
-from search.tune.runner import extend, plan, resume, run
+from search.tune.runner import resume, run
 
 __all__ = ["check_spec", "extend", "plan", "resume", "run"]

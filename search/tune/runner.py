@@ -1,13 +1,13 @@
-"""A validated spec -> ``ray.tune.Tuner(...).fit()`` -> ``ResultGrid``; and ``Tuner.restore`` for interrupted sweeps.
+"""A plan -> ``ray.tune.Tuner(...).fit()`` -> ``ResultGrid``; and ``Tuner.restore`` for interrupted sweeps.
 
-Nothing is written before the whole spec, its trainable, model and data sections have been checked. The merged spec is
-saved in the run directory (``search.rundir``), so that ``resume``, ``rank`` and ``export`` know what was searched.
+Nothing is written before the whole spec, its trainable, model and data sections have been checked (``search.tune.plan``).
+The merged spec is saved in the run directory (``search.rundir``), so that ``resume``, ``rank`` and ``export`` know what
+was searched.
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
 import errno
 import logging
 import os
@@ -16,156 +16,23 @@ import signal
 import sys
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from search.checks import require_storage
-from search.errors import Interrupted, RunError, SpecError, UserError, os_error_behind, os_error_line
-from search.rundir import EXTENSION, check_resumable, claim_run_dir, disk_full, read_run, save_spec
-from search.sections import SECTIONS
-from search.spec import Param, Spec, trial_config, validate
-from search.spec.layers import apply_set
-from search.spec.params import GRID_KEY, put_nested
-from search.storage import Remote, is_uri, local_path, ray_storage
-from search.trainables.common import use_trial_cpus
+from search.errors import Interrupted, RunError, os_error_behind, os_error_line
+from search.rundir import check_resumable, claim_run_dir, disk_full, read_run, save_spec
+from search.spec import Spec
+from search.storage import Remote, ray_storage
+from search.tune.plan import Plan, plan
 from search.tune.registry import (
     SCHEDULERS,
     build_scheduler,
     build_search_alg,
     build_stopper,
-    check_spec,
     complete_metric,
     num_samples,
 )
-
-DATA_NON_PATH_KEYS = (
-    "corpus", "format", "source_field", "target_field", "split", "name", "delimiter", "limit",
-    "hub", "config", "revision", "pair", "sacrebleu", "langpair",  # dataset names and options (search.corpora)
-)  # fmt: skip
-
-
-@dataclass(frozen=True)
-class Plan:
-    """Everything the Tuner needs, built from a spec without side effects."""
-
-    spec: Spec
-    storage: Path | Remote  # a local (or shared) directory, or remote storage every node writes to
-    name: str  # the run directory is the first free of storage/name, name-2, ... (claimed when the run starts)
-    param_space: dict
-    trial_fn: Callable
-
-
-def _resolve_path(value: str, base: Path) -> str:
-    p = Path(value).expanduser()
-    return str(p if p.is_absolute() else (base / p).resolve())
-
-
-def _resolve_data_paths(data: Any, base: Path, key: str = "") -> Any:
-    """Make every path in a ``data`` section absolute (trials run in their own working directories)."""
-    if key in DATA_NON_PATH_KEYS:  # a name, or a mapping of names such as split: {dev: validation}
-        return data
-    if isinstance(data, dict):
-        return {k: _resolve_data_paths(v, base, k) for k, v in data.items()}
-    if isinstance(data, str) and key not in DATA_NON_PATH_KEYS:
-        return _resolve_path(data, base)
-    return data
-
-
-def resolved_sections(spec: Spec, cache_dir: Path) -> dict:
-    """``model``, ``data`` and ``settings`` as the trainable receives them: absolute paths, ``cache_dir`` (and for a
-    built-in trainable ``spec_file``) added."""
-    from search.models import locate_model
-    from search.trainables import TRAINABLES
-
-    out: dict[str, Any] = {"settings": {**spec.settings, "cache_dir": str(cache_dir)}}
-    if spec.trainable in TRAINABLES:  # the built-in trainables name the sweep file in the errors a trial raises
-        out["settings"]["spec_file"] = spec.file
-        # ... and compute the sweep's metric and columns beside settings.metrics (those search.metrics knows)
-        out["settings"]["sweep_metrics"] = [complete_metric(spec).metric.name, *spec.columns]
-    if isinstance(spec.model, str):
-        out["model"] = spec.model if is_uri(spec.model) else locate_model(spec.model, spec.base_dir)  # or a Hub id
-    elif spec.model is not None:
-        out["model"] = dict(spec.model)
-    if spec.data:
-        out["data"] = _resolve_data_paths(dict(spec.data), spec.base_dir)
-    return out
-
-
-def preflight(spec: Spec, sections: dict) -> None:
-    """Checks that need more than the YAML: a trainable to run, a usable model and data for the built-in trainables."""
-    from search.trainables import TRAINABLES, load_hook
-
-    if not spec.trainable:
-        raise SpecError(spec.file, "trainable", "missing; running needs one, e.g. --set trainable=finetune")
-    if spec.wandb.get("mode") == "online" and not os.environ.get("WANDB_API_KEY") and not _wandb_logged_in():
-        raise SpecError(spec.file, "wandb.mode", "online needs a W&B login; run `wandb login`, or use mode: offline")
-    if spec.trainable not in TRAINABLES:
-        return  # a user's function owns its sections
-    if "model" in sections:
-        from search.models import check_loadable, validate_model
-
-        validate_model(sections["model"], spec.file)
-        if isinstance(sections["model"], str) and not is_uri(sections["model"]):  # a remote one: config.json found
-            check_loadable(sections["model"], spec.file)
-    if "data" in sections:
-        from search.corpora import validate_data
-
-        validate_data(sections["data"], spec.file)
-    check = load_hook(spec.trainable, "check")
-    if check is not None:
-        constants: dict = {}
-        for p in spec.parameters:
-            if p.is_constant:
-                put_nested(constants, p.path, p.dist.value)
-        searched = [p.name for p in spec.searched]
-        check({**constants, **sections, "settings": dict(spec.settings)}, searched, spec.file)
-
-
-def _wandb_logged_in() -> bool:
-    try:
-        import wandb
-
-        return bool(wandb.Api(timeout=5).api_key)
-    except Exception:
-        return False
-
-
-def _make_trial_fn(fn: Callable, params: tuple[Param, ...]) -> Callable:
-    """Wrap a trainable: merge a conditional grid's combination, drop switched-off parameters, set threads."""
-
-    def trial(config: dict) -> Any:
-        use_trial_cpus()
-        return fn(trial_config(config, params))
-
-    trial.__name__ = getattr(fn, "__name__", "trial")
-    trial.__qualname__ = trial.__name__
-    return trial
-
-
-def plan(spec: Spec, *, storage: str | None = None, name: str | None = None) -> Plan:
-    """Build the Tuner's inputs; raises SpecError/DataError before anything is written."""
-    from search.trainables import load_function, load_hook
-    from search.tune.space import candidates, param_space
-
-    check_spec(spec)
-    location = require_storage(storage or spec.storage, spec.file, "--storage" if storage else "storage")
-    if is_uri(location):
-        where: Path | Remote = Remote.parse(location, dict(spec.storage_options))
-        # Tokenizers and decoded passes are cached per node: remote storage is no place for a cache.
-        cache_dir = Path(tempfile.gettempdir()) / "search-cache"
-    else:
-        where = local_path(location)
-        cache_dir = where / ".cache"
-    sections = resolved_sections(spec, cache_dir)
-    preflight(spec, sections)
-    prepare = load_hook(spec.trainable, "prepare")
-    if prepare is not None:
-        sections["settings"] = prepare(dict(sections["settings"]), candidates(spec.parameters))
-    fn = load_function(spec.trainable, spec.base_dir, spec.file)
-    space = {**param_space(spec.parameters, spec.method), **sections}
-    return Plan(spec, where, name or spec.name, space, _make_trial_fn(fn, spec.parameters))
 
 
 class _AuthEnabledNote(logging.Filter):
@@ -337,10 +204,10 @@ def run(
         >>> results, run_dir = run(load_spec("experiments/subsequence_asha.yaml", smoke_test=True))  # doctest: +SKIP
     """
     p = plan(spec, storage=storage, name=name)
-    return _launch(complete_metric(spec), p, address, progress)
+    return launch(complete_metric(spec), p, address, progress)
 
 
-def _launch(
+def launch(
     spec: Spec, p: Plan, address: str | None, progress: bool, known: list[tuple[dict, float]] = ()
 ) -> tuple[Any, Path | Remote]:
     """Claim the run directory, save the spec, build the Tuner and fit it (``known``: see ``build_search_alg``)."""
@@ -365,63 +232,6 @@ def _launch(
             run_config=_run_config(spec, run_dir, progress),
         )
         return _fit(tuner, run_dir), run_dir
-
-
-def extend(
-    run_dir: str | Path,
-    *,
-    run_cap: int | None = None,
-    overrides: list[str] = (),
-    address: str | None = None,
-    progress: bool = True,
-) -> tuple[Any, Path | Remote]:
-    """Run more trials into a finished sweep's run directory; none of its trials runs again.
-
-    A random or bayes sweep runs ``run_cap`` more trials: hyperopt starts from the finished trials' configs and
-    results (``points_to_evaluate`` with ``evaluated_rewards``), random search draws with a new seed. A grid runs the
-    combinations of its grid (changed with ``overrides``, e.g. ``parameters.num_beams={values: [4, 8, 12]}``) that
-    have not finished. The new trials are a run of their own in ``RUN_DIR/extend`` (``extend-2``, ...), which
-    ``rank`` reads with the run's own trials as one table. ``Tuner.restore`` cannot add trials (Ray issue 42221).
-    """
-    from search.report import FINISHED, rank
-
-    saved = read_run(run_dir)
-    raw = copy.deepcopy(dict(saved.spec.raw))
-    for item in overrides:
-        raw = apply_set(raw, item, saved.spec.file)
-    if raw.get("method") != "grid":
-        if run_cap is None:
-            raise SpecError(saved.location, "--run-cap", "missing: how many more trials? e.g. --run-cap 8")
-        raw["run_cap"] = run_cap
-        raw["seed"] = (raw.get("seed") or 0) + len(saved.trials())  # new draws, not the sweep's first ones again
-    elif run_cap is not None:
-        raise SpecError(saved.location, "--run-cap", "a grid runs each new combination once; add values with --set")
-    spec = complete_metric(validate(raw, saved.spec.file))
-    ranking = rank(saved, bootstrap=0)
-    finished = [row for row in ranking.rows if row.status == FINISHED and row.value is not None]
-    p = plan(spec, storage=saved.location, name=EXTENSION)
-    if spec.method == "grid":
-        p = _remaining_grid(p, [row.params for row in finished], saved.location)
-    known = [(row.params, row.value) for row in finished] if spec.method == "bayes" else []
-    return _launch(spec, p, address, progress, known)
-
-
-def _remaining_grid(p: Plan, done: list[dict], location: str) -> Plan:
-    """``p`` with its grid cut to the combinations not among ``done`` (searched values by dotted name)."""
-    from ray import tune
-
-    from search.report import flatten
-    from search.tune.space import grid_combinations
-
-    searched = {param.name for param in p.spec.searched}
-    remaining = [
-        combo for combo in grid_combinations(p.spec.parameters)
-        if {k: v for k, v in flatten(combo).items() if k in searched} not in done
-    ]  # fmt: skip
-    if not remaining:
-        raise UserError(f"{location}: every combination of the grid has finished; add values with --set")
-    space = {k: v for k, v in p.param_space.items() if k in SECTIONS}
-    return Plan(p.spec, p.storage, p.name, {**space, GRID_KEY: tune.grid_search(remaining)}, p.trial_fn)
 
 
 def resume(run_dir: str | Path, *, address: str | None = None) -> tuple[Any, Path | Remote]:
