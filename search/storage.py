@@ -115,6 +115,18 @@ class Remote:
 
         return self.fs.get_file_info(self.path).type != pafs.FileType.NotFound
 
+    def problem(self) -> str | None:
+        """Why runs cannot be written here (no such bucket, no credentials, an unreachable endpoint), or None."""
+        import pyarrow.fs as pafs
+
+        bucket = self.path.split("/", 1)[0]
+        try:
+            if self.fs.get_file_info(bucket).type == pafs.FileType.NotFound:
+                return f"bucket {bucket!r} not found; create it, or fix the URI"
+        except OSError as error:
+            return " ".join(str(error).split())
+        return None
+
     def write_bytes(self, relative: str, data: bytes) -> None:
         """Write one file (a whole object: a reader never sees half of it)."""
         path = f"{self.path}/{relative.strip('/')}"

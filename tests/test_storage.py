@@ -147,3 +147,17 @@ def test_an_unreachable_store_is_one_line(monkeypatch, tmp_path):
     assert time.monotonic() - started < 120
     storage._filesystem.cache_clear()
     assert os.environ["SEARCH_CACHE"] == str(tmp_path)
+
+
+def test_a_missing_bucket_is_found_before_anything_runs(fake_remote, write_spec):
+    """`search run --storage s3://nobucket/...` is one line naming the bucket, not Ray's traceback mid-start."""
+    from search.spec import load_spec
+    from search.tune import plan
+
+    (fake_remote / "bkt").mkdir()
+    assert Remote.parse("s3://bkt/runs").problem() is None
+    assert Remote.parse("s3://nobucket/runs").problem() == "bucket 'nobucket' not found; create it, or fix the URI"
+    spec = load_spec(write_spec("method: grid\nmetric: {name: s, goal: maximize}\ntrainable: TOY:quadratic\n"
+                                "parameters: {x: {values: [1]}}\n"))  # fmt: skip
+    with pytest.raises(SpecError, match=r"sweep.yaml: --storage: s3://nobucket/runs: bucket 'nobucket' not found"):
+        plan(spec, storage="s3://nobucket/runs")

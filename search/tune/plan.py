@@ -132,6 +132,9 @@ def plan(spec: Spec, *, storage: str | None = None, name: str | None = None) -> 
     location = require_storage(storage or spec.storage, spec.file, "--storage" if storage else "storage")
     if is_uri(location):
         where: Path | Remote = Remote.parse(location, dict(spec.storage_options))
+        problem = where.problem()
+        if problem is not None:
+            raise SpecError(spec.file, "--storage" if storage else "storage", f"{location}: {problem}")
         # Tokenizers and decoded passes are cached per node: remote storage is no place for a cache.
         cache_dir = Path(tempfile.gettempdir()) / "search-cache"
     else:
