@@ -51,7 +51,11 @@ def base(model_dir, cache_dir, grid: dict) -> dict:
 def test_prepare_and_plan():
     plan = prepare({"batch_size": 4}, {"num_beams": [2, 3], "length_penalty": (0.5, 1.5)})
     assert plan["batch_size"] == 4
-    assert plan["decode_plan"] == {"grid": {"num_beams": [2, 3]}, "continuous": ["length_penalty"]}
+    assert plan["decode_plan"] == {
+        "grid": {"num_beams": [2, 3]},
+        "continuous": ["length_penalty"],
+        "ranges": {"length_penalty": [0.5, 1.5]},
+    }
     own = {"num_beams": 2, "length_penalty": 0.7}
     assert planned_configs(plan["decode_plan"], own) == [own]  # continuous: no grid to decode ahead
     grid = prepare({}, {"num_beams": [2, 3], "early_stopping": [True, False]})["decode_plan"]
@@ -126,7 +130,7 @@ def test_the_board_shares_a_pass_between_machines_and_takes_no_file_lock(model_d
     assert not first["from_cache"] and first["pass_configs"] == 2
     second = run(on_disk(model_dir, tmp_path, "node2", grid, num_beams=3, length_penalty=2.0))
     assert second["from_cache"] and second["pass_configs"] == 2  # node2's disk was empty: from the board
-    assert board.stats() == {"entries": 2, "leases": 1, "expired": 0, "held": 0}
+    assert board.stats() == {"entries": 3, "leases": 1, "expired": 0, "held": 0}  # 2 configs and the record
     assert len(list((tmp_path / "node1" / "decode").glob("*/*.json"))) == 2
     assert len(list((tmp_path / "node2" / "decode").glob("*/*.json"))) == 1  # kept there for later runs
     assert not list(tmp_path.glob("node*/decode/*.lock"))
@@ -141,11 +145,11 @@ def test_a_later_run_reads_its_machines_disk_first(model_dir, tmp_path, monkeypa
     grid = {"num_beams": [3], "length_penalty": [0.5, 2.0]}
     again = run(on_disk(model_dir, tmp_path, "node", grid, num_beams=3, length_penalty=2.0))
     assert again["from_cache"] and board.stats()["leases"] == 0
-    # The holder of the pass decodes only what its disk lacks, and puts both entries on the board.
+    # The earlier pass ran until length_penalty=2.0 stopped; its record covers 0.5 (a smaller one stops no later).
     other = run(on_disk(model_dir, tmp_path, "node", grid, num_beams=3, length_penalty=0.5))
-    assert not other["from_cache"] and other["pass_configs"] == 1
+    assert other["from_cache"] and other["replayed"] and board.stats()["leases"] == 0
     elsewhere = run(on_disk(model_dir, tmp_path, "elsewhere", grid, num_beams=3, length_penalty=2.0))
-    assert elsewhere["from_cache"] and board.stats() == {"entries": 2, "leases": 1, "expired": 0, "held": 0}
+    assert not elsewhere["from_cache"] and board.stats() == {"entries": 3, "leases": 1, "expired": 0, "held": 0}
 
 
 def test_canonical_duplicates(model_dir):

@@ -50,6 +50,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from search.decoding.cache import merge_records
+
 # A holder that missed this long of renewals is gone; 30 s is long against a GIL-bound decode delaying its heartbeat
 # thread or a busy actor, short against a pass the other trials then wait for.
 LEASE_TTL_S = 30.0
@@ -60,6 +62,9 @@ POLL_S = 0.5
 # A waiter gives up after this long: a pass over a dev set of hundreds of sentences takes minutes on a CPU; a holder
 # that renews for 6 hours is alive but stuck.
 MAX_WAIT_S = 6 * 3600.0
+# The key under which a pass's records (``beam.PassRecords.stored``) are kept and leased: who holds it is making the
+# pass's first record; a later put merges a longer record in instead of keeping the first.
+RECORD = "record"
 # Boards are looked up in their own namespace, whatever the namespace of the driver's or the trial's Ray job.
 NAMESPACE = "search-passes"
 
@@ -134,12 +139,15 @@ class PassBoard:
         return True
 
     def put(self, pass_key: str, entries: dict[str, dict], lease: int | None = None) -> None:
-        """Store decoded entries (the first stored entry of a config stays) and end ``lease``.
+        """Store decoded entries (the first stored entry of a config stays; records merge) and end ``lease``.
 
         An expired holder's entries are still taken: they are the same decode, and a waiter gets them sooner.
         """
         for key, entry in entries.items():
-            self._entries.setdefault((pass_key, key), entry)
+            if key == RECORD:
+                self._entries[pass_key, key] = merge_records(self._entries.get((pass_key, key)), entry)
+            else:
+                self._entries.setdefault((pass_key, key), entry)
         if lease is not None:
             self.release(lease)
 
@@ -308,6 +316,6 @@ def open_board(name: str | None) -> RemoteBoard | None:
 
 
 __all__ = [
-    "HEARTBEATS_PER_TTL", "LEASE_TTL_S", "MAX_WAIT_S", "NAMESPACE", "POLL_S", "Answer", "Board", "PassBoard",
+    "HEARTBEATS_PER_TTL", "LEASE_TTL_S", "MAX_WAIT_S", "NAMESPACE", "POLL_S", "RECORD", "Answer", "Board", "PassBoard",
     "PassWaitTimeout", "RemoteBoard", "create_board", "open_board", "share",
 ]  # fmt: skip

@@ -11,7 +11,7 @@ Layout under ``<cache_dir>/decode/``::
 
     <pass key>.lock             without a board: held while one trial computes the pass; the others wait, then read
     <pass key>/<config key>.json  one decoded config: hypotheses, output lengths, pass seconds and size
-    <pass key>/record.json      the records of the pass over each batch (``beam.PassRecords``), from which configs
+    <pass key>/pass.record      the records of the pass over each batch (``beam.PassRecords``), from which configs
                                 the pass ran long enough for are replayed without the model; merged across runs
 
 A pass key hashes everything the beam pass depends on (model content, sources, split, batch size, truncation and the
@@ -71,6 +71,7 @@ class DecodeCache:
         self.dir = self.root / pass_key
         self.dir.mkdir(parents=True, exist_ok=True)
         self.lock_path = str(self.root / f"{pass_key}.lock")
+        self.record_path = self.dir / "pass.record"
 
     def path(self, config_key: str) -> Path:
         return self.dir / f"{config_key}.json"
@@ -88,8 +89,11 @@ class DecodeCache:
 
     def get_record(self) -> dict | None:
         """The pass's stored records (``beam.PassRecords.stored`` form), or None."""
-        record = self.get("record")
-        return record if record is not None and record.get("format") == RECORD_FORMAT else None
+        try:
+            record = json.loads(self.record_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        return record if record.get("format") == RECORD_FORMAT else None
 
     def put_record(self, record: dict) -> None:
         """Merge ``record`` into the stored records (per batch the longer one: see :func:`merge_records`).
@@ -97,7 +101,7 @@ class DecodeCache:
         Two trials merging at once may lose one's batches (the last rename wins): records only save decoding,
         a lost one costs a decode later, never a wrong result.
         """
-        self.put("record", merge_records(self.get_record(), record))
+        atomic_write(self.record_path, json.dumps(merge_records(self.get_record(), record)))
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:

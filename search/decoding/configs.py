@@ -3,9 +3,11 @@
 Example:
     >>> plan = plan_of({"num_beams": [4, 8], "length_penalty": (0.5, 1.5)})
     >>> plan
-    {'grid': {'num_beams': [4, 8]}, 'continuous': ['length_penalty']}
+    {'grid': {'num_beams': [4, 8]}, 'continuous': ['length_penalty'], 'ranges': {'length_penalty': [0.5, 1.5]}}
     >>> planned_configs(plan, {"num_beams": 4, "length_penalty": 0.7})
     [{'num_beams': 4, 'length_penalty': 0.7}]
+    >>> horizon(plan, {"num_beams": 4, "length_penalty": 0.7})
+    ([{'num_beams': 4, 'length_penalty': 1.5}], False)
 """
 
 from __future__ import annotations
@@ -62,13 +64,42 @@ def config_label(config: dict) -> str:
 
 
 def plan_of(candidates: dict) -> dict:
-    """The searched values a shared pass must cover: ``{"grid": {name: [values]}, "continuous": [names]}``.
+    """The searched values a shared pass must cover: ``{"grid": {name: [values]}, "continuous": [names],
+    "ranges": {name: [low, high]}}`` (``ranges`` only when a parameter is continuous).
 
     Args:
         candidates: each searched parameter's values (a list) or ``(low, high)`` range (continuous).
     """
     grid = {k: list(v) for k, v in candidates.items() if isinstance(v, list)}
-    return {"grid": grid, "continuous": sorted(k for k in candidates if k not in grid)}
+    plan: dict = {"grid": grid, "continuous": sorted(k for k in candidates if k not in grid)}
+    if plan["continuous"]:
+        plan["ranges"] = {k: [float(v) for v in candidates[k]] for k in plan["continuous"]}
+    return plan
+
+
+def horizon(plan: dict, own: dict) -> tuple[list[dict], bool]:
+    """``(configs, to_end)``: how long a beam pass of ``own`` must run so that its record covers every
+    ``length_penalty`` of the plan's continuous range: until the range's upper end would stop, for each
+    ``early_stopping`` of the plan (``configs``), or to the end when the range has no finite upper end.
+
+    Why the upper end suffices (transformers 5.23, ``_check_early_stop_heuristic``): a batch item stops taking
+    hypotheses once the best running score ``r`` divided by ``c ** lp`` (``c``: the current length; the max length
+    for ``"never"`` and ``lp > 0``) is no better than the worst of its ``num_beams`` kept finished scores
+    ``s_i / L_i ** lp``. With ``r, s_i < 0`` and ``L_i <= c``, candidate ``i`` passes that test iff
+    ``(c / L_i) ** lp <= |r| / |s_i|``, which holds for every ``lp`` below a threshold; so the test holds at a step
+    for a down-set of ``lp``, and a pass stops no later for a smaller ``lp``. ``early_stopping=True`` stops once
+    every item has ``num_beams`` finished hypotheses, whatever ``lp``. Float rounding can flip a comparison right at
+    a threshold: the replay checks coverage step by step, and a config it does not cover is decoded.
+    """
+    if "length_penalty" not in plan.get("continuous", []):
+        return [], False
+    high = (plan.get("ranges") or {}).get("length_penalty", [None, math.inf])[1]
+    if high is None or not math.isfinite(high):
+        return [], True
+    stopping = [{"early_stopping": es} for es in plan["grid"]["early_stopping"]] if "early_stopping" in plan[
+        "grid"
+    ] else [{}]  # fmt: skip
+    return [{**own, "length_penalty": float(high), **es} for es in stopping], False
 
 
 def planned_configs(plan: dict, own: dict) -> list[dict]:
@@ -97,4 +128,13 @@ def source_batches(tokenizer, sources: list[str], batch_size: int, max_length: i
     return batches
 
 
-__all__ = ["MAX_PLANNED", "canonical", "config_label", "plain_args", "plan_of", "planned_configs", "source_batches"]
+__all__ = [
+    "MAX_PLANNED",
+    "canonical",
+    "horizon",
+    "config_label",
+    "plain_args",
+    "plan_of",
+    "planned_configs",
+    "source_batches",
+]

@@ -42,6 +42,9 @@ from search.decoding import (
     share,
     source_batches,
 )
+from search.decoding.beam import NotCovered, PassRecords
+from search.decoding.board import RECORD
+from search.decoding.configs import horizon
 from search.errors import SpecError
 from search.metrics import DEFAULT_METRICS, computed_metrics, corpus_scores
 from search.models import local_model
@@ -82,7 +85,7 @@ def prepare(settings: dict, candidates: dict) -> dict:
 
     Example:
         >>> prepare({}, {"num_beams": [4, 8], "length_penalty": (0.5, 1.5)})["decode_plan"]
-        {'grid': {'num_beams': [4, 8]}, 'continuous': ['length_penalty']}
+        {'grid': {'num_beams': [4, 8]}, 'continuous': ['length_penalty'], 'ranges': {'length_penalty': [0.5, 1.5]}}
     """
     return {**settings, "decode_plan": plan_of(candidates)}
 
@@ -138,25 +141,59 @@ def load(model_spec: Any, settings: dict, data: dict):
     return _MODELS[key]
 
 
+COST_KEYS = ("decoder_steps", "beam_steps", "est_seconds")  # a config's own cost, in each entry decoded since
+
+
+def _beams_kept(model, args: dict) -> int:
+    """Decoder rows per input sentence: ``num_beams`` for beam search, else ``num_return_sequences`` (sampling)."""
+    gen = model.generation_config
+    beams = args.get("num_beams", gen.num_beams) or 1
+    return beams if beams > 1 else args.get("num_return_sequences", gen.num_return_sequences) or 1
+
+
+def _pass_work(pass_keys: list[tuple], outs: list, widths: list[int]) -> int:
+    """The beam steps one batch's passes really ran: per pass, its longest ``Decoded.steps`` x its beams (the configs
+    of a shared pass share that work; a pass runs until its last config stops)."""
+    work: dict[tuple, int] = {}
+    for key, out, width in zip(pass_keys, outs, widths, strict=True):
+        work[key] = max(work.get(key, 0), (out.steps or 0) * width)
+    return sum(work.values())
+
+
 def decode_pass(
-    model, tokenizer, batches, configs: list[dict], shared: dict, seed: int, precision: str = "fp32"
+    model, tokenizer, batches, configs: list[dict], shared: dict, seed: int, precision: str = "fp32", records=None
 ) -> tuple[list[dict], float]:
     """Decode every batch with every config (one beam pass per batch); return each config's entry and the seconds.
 
     The batches (on the CPU) are moved to ``model.device``; generate() and the replay run under ``precision``'s
-    autocast (``settings.precision``). Each entry records the precision and device it was decoded with.
+    autocast (``settings.precision``); ``records`` (``beam.PassRecords``) records the beam passes, or replays them
+    without the model. Each entry records the precision and device it was decoded with, and the
+    config's own cost (:data:`COST_KEYS`), summed over the batches: ``decoder_steps``, the length of the config's
+    output (``generate()``'s, after the decoder start token): exactly the decoder steps of a greedy or sampling
+    config, and the steps a beam config needs for its output (its search may run a few more before it stops; a
+    shared pass runs until its last config stops, so its own steps are no measure of one config); ``beam_steps``,
+    those steps x the beams kept (``num_beams``; sampling: ``num_return_sequences``), the work of the config alone;
+    and ``est_seconds``, an estimate of its time alone: the seconds of the whole call scaled by this config's share
+    of the beam steps the passes really ran (each shared pass counted once, at its length). It assumes a beam step
+    costs the same in every pass; on batched hardware wider beams cost less than that per beam, so compare configs
+    by ``beam_steps``.
     """
     compute = Compute(model.device, PRECISIONS[precision])
     n = sum(len(chunk) for chunk, _ in batches)
     hypotheses = [[""] * n for _ in configs]
     lengths = [[0] * n for _ in configs]
+    steps, work = [0] * len(configs), 0
+    widths = [_beams_kept(model, {**shared, **config}) for config in configs]
+    pass_keys = [canonical(model, config, shared)[0] for config in configs]
     special = torch.tensor(sorted(set(tokenizer.all_special_ids)))
     torch.manual_seed(seed)  # sampling configs are reproducible (seeds the CPU's and every GPU's generator)
     start = time.perf_counter()
     for chunk, inputs in batches:
         with compute.autocast():
-            outs = decode_configs(model, compute.to_device(inputs), configs, shared)
+            outs = decode_configs(model, compute.to_device(inputs), configs, shared, records)
+        work += _pass_work(pass_keys, outs, widths)
         for c, out in enumerate(outs):
+            steps[c] += out.sequences.shape[1] - 1  # the decoder start token is no step
             per_input = out.sequences.shape[0] // len(chunk)
             top = out.sequences[::per_input].cpu()  # the best of each input's num_return_sequences
             texts = tokenizer.batch_decode(top, skip_special_tokens=True)
@@ -165,8 +202,18 @@ def decode_pass(
                 hypotheses[c][i], lengths[c][i] = text.strip(), count
     seconds = time.perf_counter() - start
     done = {"seconds": seconds, "configs": len(configs), "precision": precision, "device": str(compute.device)}
-    entries = [{"hypotheses": h, "output_tokens": k, **done} for h, k in zip(hypotheses, lengths, strict=True)]
+    entries = [
+        {"hypotheses": h, "output_tokens": k, **done, **_cost(s, s * width, seconds, work)}
+        for h, k, s, width in zip(hypotheses, lengths, steps, widths, strict=True)
+    ]
     return entries, seconds
+
+
+def _cost(decoder_steps: int, beam_steps: int, seconds: float, work: int) -> dict:
+    """The :data:`COST_KEYS` of one config (see :func:`decode_pass`)."""
+    return {
+        "decoder_steps": decoder_steps, "beam_steps": beam_steps, "est_seconds": seconds * beam_steps / max(work, 1),
+    }  # fmt: skip
 
 
 def resolve_settings(config: dict, file: str | None = None) -> dict:
@@ -233,42 +280,79 @@ def _pass_members(model, settings: dict, args: dict, shared: dict, pass_key: tup
     return members
 
 
-def _decoded(config: dict, settings: dict, pairs, args: dict, shared: dict) -> tuple[dict, dict, bool]:
-    """``(cache entry, canonical config, from_cache)`` of ``args``: from this machine's cache, from another trial
-    through the pass board (or the cache's lock without one), or decoded here with the planned configs of its pass
-    that are not on this machine yet; ``from_cache`` is False exactly in that last case."""
+def _decoded(config: dict, settings: dict, pairs, args: dict, shared: dict) -> tuple[dict, dict, bool, bool]:
+    """``(cache entry, canonical config, from_cache, replayed)`` of ``args``: from this machine's cache, replayed from
+    a record of its beam pass (this machine's, or one another trial put on the pass board), from another trial
+    through the board (or the cache's lock without one), or decoded here with the planned configs of its pass that
+    are not on this machine yet; ``from_cache`` is False exactly in that last case, ``replayed`` True when the entry
+    was replayed here from a record (no model run)."""
     model, tokenizer = load(config["model"], settings, config["data"])
     pass_key, canon = canonical(model, args, shared)
     cache, own = _pass_cache(config, settings, pairs.sources, pass_key), digest(canon)
     entry = cache.get(own)
     if entry is not None:
-        return entry, canon, True
+        return entry, canon, True, False
+    batches = source_batches(tokenizer, pairs.sources, settings["batch_size"], settings["max_source_length"])
+    run = (model, tokenizer, batches)
+
+    def replayed(stored: dict | None) -> dict | None:
+        """``own`` replayed from ``stored`` records (and kept in the cache), or None when they do not cover it."""
+        if stored is None or pass_key[0] != "beam":
+            return None
+        try:
+            (decoded,), _ = decode_pass(*run, [args], shared, settings["seed"], settings["precision"],
+                                        PassRecords(stored, replay_only=True))  # fmt: skip
+        except NotCovered:
+            return None
+        cache.put(own, decoded)
+        return decoded
+
+    entry = replayed(cache.get_record())
+    if entry is not None:
+        return entry, canon, True, True
     members = _pass_members(model, settings, args, shared, pass_key, own)
-
-    def compute(keys: list[str]) -> dict[str, dict]:
-        """The entries of ``keys`` (a lease's): ``own`` decoded, the others read from this machine's cache or
-        decoded with it; what is decoded is written to the cache."""
-        kept = {k: hit for k in keys if k != own and (hit := cache.get(k)) is not None}
-        todo = {k: members[k] for k in keys if k not in kept}
-        batches = source_batches(tokenizer, pairs.sources, settings["batch_size"], settings["max_source_length"])
-        entries, _ = decode_pass(
-            model, tokenizer, batches, list(todo.values()), shared, settings["seed"], settings["precision"]
-        )
-        for key, decoded in zip(todo, entries, strict=True):
-            cache.put(key, decoded)
-        return {**kept, **dict(zip(todo, entries, strict=True))}
-
+    compute = _pass_compute(run, cache, members, own, settings, shared, horizon(settings["decode_plan"], args))
     board = open_board(settings["pass_board"])
     if board is None:
         with cache.locked():
             entry = cache.get(own)  # another trial may have computed it while we waited
             if entry is not None:
-                return entry, canon, True
-            return compute(list(members))[own], canon, False
+                return entry, canon, True, False
+            entry = replayed(cache.get_record())
+            if entry is not None:
+                return entry, canon, True, True
+            return compute(list(members))[own], canon, False, False
+    if pass_key[0] == "beam" and settings["decode_plan"].get("continuous"):
+        # Configs are not known ahead: claim the pass's record first; whoever makes it decodes this config with it.
+        record, computed = share(board, cache.pass_key, RECORD, [RECORD, *members], compute)
+        entry = cache.get(own) if computed else replayed(record)
+        if entry is not None:
+            return entry, canon, not computed, not computed
+    # A grid's config, decoded with the planned configs of its pass; or one the record does not cover, alone.
     entry, computed = share(board, cache.pass_key, own, list(members), compute)
     if not computed:
         cache.put(own, entry)  # for later runs on this machine
-    return entry, canon, not computed
+    return entry, canon, not computed, False
+
+
+def _pass_compute(run: tuple, cache: DecodeCache, members: dict, own: str, settings: dict, shared: dict,
+                  reach: tuple[list[dict], bool]):  # fmt: skip
+    """``compute(keys)`` for :func:`search.decoding.share`: the entries of a lease's ``keys``, ``own`` decoded, the
+    others read from this machine's cache or decoded with it, and the pass's record (key ``RECORD``), made while
+    decoding and run until ``reach`` (``configs.horizon``) is covered too; all kept in the cache."""
+
+    def compute(keys: list[str]) -> dict[str, dict]:
+        kept = {k: hit for k in keys if k not in (own, RECORD) and (hit := cache.get(k)) is not None}
+        todo = {k: members[k] for k in keys if k not in kept and k != RECORD}
+        records = PassRecords(horizon=reach[0], to_end=reach[1])
+        entries, _ = decode_pass(*run, list(todo.values()), shared, settings["seed"], settings["precision"], records)
+        for key, decoded in zip(todo, entries, strict=True):
+            cache.put(key, decoded)
+        stored = records.stored()
+        cache.put_record(stored)
+        return {**kept, **dict(zip(todo, entries, strict=True)), RECORD: stored}
+
+    return compute
 
 
 def decode_and_score(config: dict) -> tuple[dict, list[str], list[str], dict]:
@@ -280,7 +364,7 @@ def decode_and_score(config: dict) -> tuple[dict, list[str], list[str], dict]:
     config = {**config, "model": local_model(config["model"], settings["cache_dir"], settings["spec_file"])}
     pairs = load_pairs(config["data"], settings["split"], settings["spec_file"], limit=settings["limit"])
     shared, args = shared_args(settings), generation_args(config)
-    entry, canon, from_cache = _decoded(config, settings, pairs, args, shared)
+    entry, canon, from_cache, replayed = _decoded(config, settings, pairs, args, shared)
     metrics = {
         **corpus_scores(entry["hypotheses"], pairs.references, settings["metrics"]),
         "sentences_per_s": len(pairs) / max(entry["seconds"], 1e-9),  # of the pass that decoded this config
@@ -288,7 +372,9 @@ def decode_and_score(config: dict) -> tuple[dict, list[str], list[str], dict]:
         "identical_to": config_label(canon) if canon != args else "",
         "pass_configs": entry["configs"],
         "from_cache": from_cache,
+        "replayed": replayed,  # replayed here from a record of its beam pass, without running the model
         "sentences": len(pairs),
+        **{key: entry[key] for key in COST_KEYS if key in entry},  # not in entries cached before costs were
     }
     return metrics, entry["hypotheses"], list(pairs.references), {**shared, **args}
 
@@ -298,7 +384,8 @@ def decode(config: dict) -> None:
 
     Reports each metric of ``settings.metrics`` and its signature (``bleu, bleu_signature, chrf, chrf_signature`` by
     default; the sweep's metric always), and ``sentences_per_s, mean_output_len, identical_to,
-    pass_configs, from_cache, sentences``. ``sentences_per_s`` is the throughput of the pass that decoded the config
+    pass_configs, from_cache, replayed, sentences`` and the config's own cost ``decoder_steps, beam_steps, est_seconds``
+    (:func:`decode_pass`). ``sentences_per_s`` is the throughput of the pass that decoded the config
     (shared by the ``pass_configs`` configs it served); ``identical_to`` names the canonical config when this one is
     a duplicate of it (e.g. ``num_beams=1`` with any ``length_penalty``), else "". Outside Tune it prints them.
 
