@@ -72,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument("--bootstrap", type=int, default=1000, metavar="N", help="paired bootstrap resamples (0: no test)")
     p.add_argument("--alpha", type=float, default=0.05, help="p-value under which a row is worse than the best")
+    p.add_argument("--pareto", action="store_true", help="mark the configs on the Pareto front of (metric, cost)")
+    _cost_arg(p)
 
     p = sub.add_parser("export", help="export the winner: generation defaults, or a model directory")
     p.add_argument("run_dir")
@@ -83,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="replace an existing model directory (kept as .bak); export a --trial that errored or did not finish",
     )  # fmt: skip
     p.add_argument("--trial", metavar="TRIAL_ID", help="export this trial (its best checkpoint) instead of the winner")
+    _prefer_arg(p)
+    _cost_arg(p)
 
     p = sub.add_parser("plot", help="PNG plots of a run: BLEU heatmap, metric curves, PBT schedules")
     p.add_argument("run_dir")
@@ -95,7 +99,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
     p.add_argument("--storage", help="directory that holds run directories (default: the file's storage, ./runs)")
     p.add_argument("--force", action="store_true", help="replace an existing export directory (kept as .bak)")
+    _prefer_arg(p, default=None, extra=" (default: the file's prefer:, else best)")
     return parser
+
+
+def _prefer_arg(p: argparse.ArgumentParser, default: str | None = "best", extra: str = "") -> None:
+    p.add_argument(
+        "--prefer", default=default, choices=("best", "fastest-tied"),
+        help="best: the winner on the metric; fastest-tied: the cheapest config the paired bootstrap cannot separate "
+        "from it (p >= 0.05)" + extra,
+    )  # fmt: skip
+
+
+def _cost_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--cost", default="beam_steps", metavar="COLUMN",
+        help="the reported column that measures a config's cost (decode: beam_steps, decoder_steps, est_seconds)",
+    )  # fmt: skip
 
 
 def _load(args: argparse.Namespace):
@@ -173,7 +193,7 @@ def cmd_rank(args: argparse.Namespace) -> int:
     columns = tuple(c for c in names if c != "all") or None  # None: the spec's columns
     ranking = rank(
         args.run_dir, metric=args.metric, mode=args.mode, scope=args.scope, top=args.top, columns=columns,
-        bootstrap=args.bootstrap, alpha=args.alpha,
+        bootstrap=args.bootstrap, alpha=args.alpha, pareto=args.cost if args.pareto else None,
     )  # fmt: skip
     print(format_ranking(ranking, args.format, every_column="all" in names))
     return 0
@@ -182,7 +202,10 @@ def cmd_rank(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from search.export import export
 
-    lines = export(args.run_dir, args.to, dry_run=args.dry_run, force=args.force, scope=args.scope, trial=args.trial)
+    lines = export(
+        args.run_dir, args.to, dry_run=args.dry_run, force=args.force, scope=args.scope, trial=args.trial,
+        prefer=args.prefer, cost=args.cost,
+    )  # fmt: skip
     for line in lines:
         print(line)
     return 0
@@ -200,7 +223,7 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     from search.pipeline import load_pipeline, run_pipeline
 
     pipeline = load_pipeline(args.file, smoke_test=args.smoke_test)
-    run_pipeline(pipeline, address=args.address, storage=args.storage, force=args.force)
+    run_pipeline(pipeline, address=args.address, storage=args.storage, force=args.force, prefer=args.prefer)
     return 0
 
 

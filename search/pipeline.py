@@ -11,6 +11,7 @@ A pipeline file names two sweep files and what joins them::
     finetune_set: [settings.max_steps=800]  # --set overrides of the fine-tune sweep
     decode_set: []                     # --set overrides of the decoding sweeps
     smoke_test: {top_k: 1}             # merged over the file with --smoke-test (the sweeps get theirs too)
+    prefer: best                       # or fastest-tied: the cheapest config (beam_steps) tied with the best
 
 This module only orchestrates: ``search.tune`` runs the sweeps, ``search.trainables.checkpoints`` turns checkpoints
 into model directories, ``search.report`` ranks and draws, ``search.export`` writes the winner.
@@ -25,12 +26,14 @@ from typing import Any
 from search.checks import is_int, require_storage
 from search.errors import SpecError, UserError
 from search.files import atomic_write
-from search.report import Ranking, Row, combine, format_ranking, plot, rank
+from search.report import DEFAULT_COST, Ranking, Row, combine, format_ranking, mark_ties, plot, rank
 from search.rundir import claim_run_dir, read_run
 from search.spec import Spec, deep_merge, load_spec, read_yaml
 from search.storage import Remote, is_uri, local_path, mirror_dir
 
-KEYS = ("name", "finetune", "decode", "top_k", "export", "storage", "finetune_set", "decode_set", "smoke_test")
+KEYS = (
+    "name", "finetune", "decode", "top_k", "export", "storage", "finetune_set", "decode_set", "smoke_test", "prefer",
+)  # fmt: skip
 
 
 def is_pipeline(raw: dict) -> bool:
@@ -50,6 +53,7 @@ class Pipeline:
     finetune_set: tuple[str, ...]
     decode_set: tuple[str, ...]
     smoke_test: bool
+    prefer: str = "best"  # which decoding config is exported: search.export.PREFERENCES
 
 
 def _path(raw: dict, key: str, file: str, base: Path, must_exist: bool) -> Path:
@@ -72,6 +76,15 @@ def _sets(raw: dict, key: str, file: str) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) and "=" in v for v in value):
         raise SpecError(file, key, f"must be a list of KEY.PATH=VALUE strings, got {value!r}")
     return tuple(value)
+
+
+def _prefer(raw: dict, file: str) -> str:
+    from search.export import PREFERENCES
+
+    value = raw.get("prefer", "best")
+    if value not in PREFERENCES:
+        raise SpecError(file, "prefer", f"must be one of {', '.join(PREFERENCES)}, got {value!r}")
+    return value
 
 
 def load_pipeline(file: str | Path, *, smoke_test: bool = False) -> Pipeline:
@@ -101,6 +114,7 @@ def load_pipeline(file: str | Path, *, smoke_test: bool = False) -> Pipeline:
         finetune_set=_sets(raw, "finetune_set", file),
         decode_set=_sets(raw, "decode_set", file),
         smoke_test=smoke_test,
+        prefer=_prefer(raw, file),
     )
     from search.tune import check_spec
 
@@ -179,13 +193,16 @@ def _candidates(ft_dir: Any, ranking: Ranking, top: list[Row], root: Where, out:
 
 
 def _export_winner(ft_dir: Any, ft_ranking: Ranking, top: list[Row], decode: Ranking, decode_runs: dict, target: Path,
-                   force: bool) -> list[str]:  # fmt: skip
-    """Step 4: the winning checkpoint as a model directory, with the winning decoding config as its defaults."""
-    from search.export import Extras, card_section, export_model, generate_args
+                   force: bool, prefer: str = "best") -> list[str]:  # fmt: skip
+    """Step 4: the winning checkpoint as a model directory, with the winning decoding config as its defaults
+    (``prefer``: the best, or the cheapest config tied with it, ``search.export.fastest_tied``)."""
+    from search.export import Extras, card_section, export_model, fastest_tied, generate_args
 
-    winner = decode.best
-    if winner is None:
+    if decode.best is None:
         raise UserError(f"{target.parent}: no decoding trial finished with {decode.metric}; see the decode runs")
+    winner, lines = decode.best, []
+    if prefer == "fastest-tied":  # every finished config tested against the best: a cheap one may rank low
+        winner, lines = fastest_tied(mark_ties(decode, top=len(decode.ranked)), decode.cost or DEFAULT_COST)
     trial_id = winner.params["checkpoint"]
     decode_spec = read_run(decode_runs[trial_id]).spec
     title = f"Decoding: {decode_spec.name} on the top {len(top)} checkpoints"
@@ -194,13 +211,16 @@ def _export_winner(ft_dir: Any, ft_ranking: Ranking, top: list[Row], decode: Ran
         card_sections={"decode": card_section(decode, decode_spec, title)},
     )
     ft_row = next(r for r in top if r.trial_id == trial_id)
-    return export_model(read_run(ft_dir), ft_ranking, ft_row, target, force=force, extras=extras)
+    return lines + export_model(read_run(ft_dir), ft_ranking, ft_row, target, force=force, extras=extras)
 
 
 def run_pipeline(
-    p: Pipeline, *, address: str | None = None, storage: str | None = None, force: bool = False, out: Any = print
-) -> dict[str, Any]:
+    p: Pipeline, *, address: str | None = None, storage: str | None = None, force: bool = False, out: Any = print,
+    prefer: str | None = None,
+) -> dict[str, Any]:  # fmt: skip
     """Run the whole pipeline and print the final table and where the exported model is.
+
+    ``prefer`` (default: the file's ``prefer:``) picks the exported decoding config: ``best`` or ``fastest-tied``.
 
     Returns:
         ``{"dir", "finetune_run", "decode_runs", "ranking", "winner", "export", "plots"}``.
@@ -208,8 +228,10 @@ def run_pipeline(
     Example:
         >>> run_pipeline(load_pipeline("experiments/pipeline.yaml", smoke_test=True))  # doctest: +SKIP
     """
+    from search.export import check_prefer
     from search.tune import run
 
+    prefer = check_prefer(prefer or p.prefer)
     if p.export is not None and p.export.exists() and any(p.export.iterdir()) and not force:
         raise UserError(f"{p.export}: exists and is not empty; pass --force to replace it (kept as .bak)")
     root = Where.claim(storage or p.storage, p.name)
@@ -223,10 +245,11 @@ def run_pipeline(
         for trial_id, model in models.items()
     }
     out("[4/4] rank everything, export the winner")
-    ranking = combine({t: rank(d, bootstrap=0) for t, d in decode_runs.items()}, key="checkpoint")
+    cost = DEFAULT_COST if prefer == "fastest-tied" else None  # the table then shows the front and the cost
+    ranking = combine({t: rank(d, bootstrap=0, pareto=cost) for t, d in decode_runs.items()}, key="checkpoint")
     atomic_write(root.local / "ranking.md", format_ranking(ranking, "md") + "\n")
     root.share(root.local / "ranking.md")
-    for line in _export_winner(ft_dir, ft_ranking, top, ranking, decode_runs, target, force):
+    for line in _export_winner(ft_dir, ft_ranking, top, ranking, decode_runs, target, force, prefer):
         out(line)
     if p.export is None:
         root.share(target)

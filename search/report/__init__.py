@@ -8,19 +8,22 @@ JSON; ``plots`` draws the BLEU heatmap, metric curves and PBT schedules.
 from search.report.formats import FORMATS, format_ranking, title
 from search.report.plots import plot
 from search.report.ranking import (
+    DEFAULT_COST,
     FINISHED,
     SCOPES,
     Ranking,
     Row,
     combine,
     flatten,
+    mark_front,
     mark_ties,
     order_rows,
+    pareto_front,
     rank,
     trial_params,
 )
 
 __all__ = [
-    "FINISHED", "FORMATS", "SCOPES", "Ranking", "Row", "combine", "flatten", "format_ranking", "mark_ties", "order_rows", "plot",
-    "rank", "title", "trial_params",
+    "DEFAULT_COST", "FINISHED", "FORMATS", "SCOPES", "Ranking", "Row", "combine", "flatten", "format_ranking", "mark_front",
+    "mark_ties", "order_rows", "pareto_front", "plot", "rank", "title", "trial_params",
 ]  # fmt: skip

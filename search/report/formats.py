@@ -1,8 +1,10 @@
 """A ranking as a table: ``table`` (the terminal's, with rich), ``md`` (a model card's), ``csv`` or ``json``.
 
 The header names the metric, its mode and scope and, once, the sacreBLEU signature; ``≈``/``<`` mark the rows the
-paired bootstrap found tied with or worse than the best. ``md``, ``csv`` and ``json`` hold every column; the terminal
-table fits the terminal's width: the metric, the searched parameters in the spec's order and the tie mark always, then
+paired bootstrap found tied with or worse than the best; with a Pareto front (``rank --pareto``), ``◆`` marks the
+rows on the front of (metric, cost) and the cost column stands beside it. ``md``, ``csv`` and ``json`` hold every
+column; the terminal table fits the terminal's width: the metric, the searched parameters in the spec's order, the tie
+and front marks (and the cost) always, then
 the trial id, the status (when not every trial finished), the extra metrics and ``training_iteration`` (when it differs
 between trials) as room allows; the columns left out are named under the table (``every_column`` shows them all).
 """
@@ -22,6 +24,7 @@ from search.report.ranking import FINISHED, Ranking, Row
 FORMATS = ("table", "md", "csv", "json")
 TERMINAL_WIDTH = 120  # when the output is no terminal and COLUMNS is unset: a common terminal width
 ERRORS_LISTED = 5  # errored trials whose error line is printed under the terminal table
+FRONT_MARK = "◆"  # a row on the Pareto front of (metric, cost)
 
 
 def _cell(v: Any) -> str:
@@ -40,16 +43,33 @@ def _mark(row: Row) -> str:
     return f"{'≈' if row.tied else '<'} p={row.p_value:.3g}"
 
 
+def _front(row: Row) -> str:
+    return FRONT_MARK if row.front else ""
+
+
+def front_note(r: Ranking) -> str | None:
+    """What the front mark means, when the ranking has a front."""
+    if r.cost is None:
+        return None
+    return (
+        f"{FRONT_MARK} front: on the Pareto front of {r.metric} ({r.mode}) against {r.cost} (min): no finished trial "
+        f"is as good on both and better on one"
+    )
+
+
 def _header(r: Ranking, machine: bool = False) -> list[str]:
     test = (["p_value", "tied"] if machine else ["vs best"]) if r.bootstrap else []
-    return [r.metric, *test, *r.params, *r.columns, "trial_id", "status", "training_iteration"]
+    front = ["front"] if r.cost else []
+    return [r.metric, *test, *front, *r.params, *r.columns, "trial_id", "status", "training_iteration"]
 
 
 def _cells(r: Ranking, row: Row, machine: bool = False) -> list[Any]:
     value = row.value if row.status != "ERROR" else None
     test = ([row.p_value, row.tied] if machine else [_mark(row)]) if r.bootstrap else []
+    front = ([row.front] if machine else [_front(row)]) if r.cost else []
     tail = [row.trial_id, row.status + (f": {row.error}" if row.error else ""), row.training_iteration]
-    return [value, *test, *(row.params.get(p) for p in r.params), *(row.columns.get(c) for c in r.columns), *tail]
+    params = (row.params.get(p) for p in r.params)
+    return [value, *test, *front, *params, *(row.columns.get(c) for c in r.columns), *tail]
 
 
 @dataclass(frozen=True)
@@ -79,14 +99,17 @@ def _trial_ids(r: Ranking, every_column: bool) -> tuple[Column, str | None]:
 
 def table_columns(r: Ranking, every_column: bool = False) -> tuple[list[Column], list[Column], list[str]]:
     """The terminal table's columns: those always shown (the metric, the searched parameters in the spec's order,
-    the tie mark), the optional ones by use (trial id, status when not every trial finished, the extra metrics,
+    the tie mark, the front mark and the cost), the optional ones by use (trial id, status when not every trial finished, the extra metrics,
     training_iteration when it differs between trials), and notes on the short forms used."""
     value = Column(r.metric, tuple(_cell(row.value if row.status != "ERROR" else None) for row in r.rows), True)
     params = [Column(p, tuple(_cell(row.params.get(p)) for row in r.rows)) for p in r.params]
     marks = [Column("vs best", tuple(_mark(row) for row in r.rows))] if r.bootstrap else []
+    if r.cost:
+        marks += [Column("front", tuple(_front(row) for row in r.rows))]
+        marks += [Column(r.cost, tuple(_cell(row.columns.get(r.cost)) for row in r.rows), True)]
     trial, note = _trial_ids(r, every_column)
     status = Column("status", tuple(row.status for row in r.rows))
-    extra = [Column(c, tuple(_cell(row.columns.get(c)) for row in r.rows), True) for c in r.columns]
+    extra = [Column(c, tuple(_cell(row.columns.get(c)) for row in r.rows), True) for c in r.columns if c != r.cost]
     iteration = Column("training_iteration", tuple(str(row.training_iteration) for row in r.rows), True)
     optional = [trial]
     if every_column or any(row.status != FINISHED for row in r.rows):
@@ -164,9 +187,9 @@ def format_ranking(r: Ranking, fmt: str = "table", *, width: int | None = None, 
     """
     if fmt not in FORMATS:
         raise UserError(f"--format: must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    notes = [n for n in (r.bootstrap, *r.notes) if n]
+    notes = [n for n in (r.bootstrap, front_note(r), *r.notes) if n]
     if fmt == "json":
-        head = {"metric": r.metric, "mode": r.mode, "scope": r.scope, "signature": r.signature}
+        head = {"metric": r.metric, "mode": r.mode, "scope": r.scope, "signature": r.signature, "cost": r.cost}
         rows = [asdict(row) for row in r.rows]
         return json.dumps(
             {**head, "bootstrap": r.bootstrap, "notes": list(r.notes), "rows": rows}, indent=2, default=str

@@ -5,6 +5,8 @@
 - ``curves.png``: the metric against ``step`` (else ``training_iteration``) for every trial that reported more than once
   (ASHA, PBT); a trial an early-stopping scheduler cut ends with an ``x``, an errored one with a red ``x``.
 - ``pbt_schedule.png``: each searched numeric hyperparameter against the iteration for every PBT trial, the winner bold.
+- ``cost.png``: the metric against a config's cost (``beam_steps`` by default; only when the trials report it), with
+  the Pareto front of (metric, cost) and the tie set of the paired bootstrap (the trials tied with the best).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 
 from search.errors import UserError
 from search.files import atomic_write
-from search.report.ranking import Ranking, Row, rank, trial_params
+from search.report.ranking import DEFAULT_COST, Ranking, Row, rank, trial_params
 from search.rundir import read_history, read_run
 from search.spec import Spec
 
@@ -173,8 +175,61 @@ def pbt_schedules(ranking: Ranking, spec: Spec, out: Path) -> Path | None:
     return _save(fig, out)
 
 
-def plot(run_dir: str | Path, out_dir: str | Path | None = None, *, scope: str = "last") -> list[Path]:
+def _short(row: Row) -> str:
+    """A front point's label: its searched values, ``4, 1.1, False``."""
+    return ", ".join(_label(v) for v in row.params.values())
+
+
+def cost_plot(ranking: Ranking, out: Path) -> Path | None:
+    """The metric against ``ranking.cost`` for the ranked trials (``rank(pareto=COST)``): the Pareto front as a
+    line through its points (labelled with their searched values), the trials tied with the best (paired bootstrap)
+    in orange, those worse in grey, untested ones hollow, the best as a star; None without a cost or costed trials."""
+    cost = ranking.cost
+    rows = [r for r in ranking.ranked if cost and isinstance(r.columns.get(cost), int | float)]
+    if not rows:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 5))
+    groups = (
+        ("tied with the best", True, {"color": "tab:orange"}),
+        ("worse than the best", False, {"color": "grey", "alpha": 0.7}),
+        ("not tested", None, {"facecolors": "none", "edgecolors": "grey"}),
+    )
+    for label, tied, style in groups:
+        points = [(r.columns[cost], r.value) for r in rows if r.tied is tied]
+        if points:
+            xs, ys = zip(*points, strict=True)
+            ax.scatter(xs, ys, s=36, label=label, zorder=3, **style)
+    front = sorted((r for r in rows if r.front), key=lambda r: r.columns[cost])
+    if front:
+        ax.step([r.columns[cost] for r in front], [r.value for r in front], where="post", color="tab:blue",
+                linewidth=1.5, label="Pareto front", zorder=2)  # fmt: skip
+        for r in front:
+            ax.annotate(_short(r), (r.columns[cost], r.value), textcoords="offset points", xytext=(4, -10), fontsize=7)
+    best = ranking.best
+    if best is not None and best in rows:
+        ax.scatter([best.columns[cost]], [best.value], marker="*", s=220, color="red", label="best", zorder=4)
+    ax.set_xlabel(f"{cost} (lower is cheaper)")
+    ax.set_ylabel(ranking.metric)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    tie = "" if ranking.bootstrap else "; no paired bootstrap"
+    ax.set_title(f"{ranking.metric} ({ranking.mode}, scope={ranking.scope}) against {cost}{tie}", fontsize=10)
+    return _save(fig, out)
+
+
+def _reports(run, column: str) -> bool:
+    """Whether any trial of the run reported ``column`` as a number."""
+    return any(isinstance(t.last_result.get(column), int | float) for t in run.trials())
+
+
+def plot(
+    run_dir: str | Path, out_dir: str | Path | None = None, *, scope: str = "last", cost: str = DEFAULT_COST
+) -> list[Path]:
     """Write every plot that fits the run into ``out_dir`` (default: ``RUN_DIR/plots``); returns their paths.
+
+    ``cost.png`` is drawn when the trials report ``cost`` (decode trials report ``beam_steps``); it runs the paired
+    bootstrap for its tie set.
 
     Example:
         >>> plot("runs/decode_seed_grid")  # doctest: +SKIP
@@ -188,6 +243,8 @@ def plot(run_dir: str | Path, out_dir: str | Path | None = None, *, scope: str =
     written = [heatmap(ranking, out / "heatmap.png"), curves(ranking, out / "curves.png")]
     if spec.scheduler.type == "pbt":
         written.append(pbt_schedules(ranking, spec, out / "pbt_schedule.png"))
+    if _reports(run, cost):
+        written.append(cost_plot(rank(run, scope=scope, pareto=cost), out / "cost.png"))
     paths = [p for p in written if p is not None]
     if not paths:
         raise UserError(
@@ -198,4 +255,4 @@ def plot(run_dir: str | Path, out_dir: str | Path | None = None, *, scope: str =
     return paths
 
 
-__all__ = ["curves", "heatmap", "pbt_schedules", "plot"]
+__all__ = ["cost_plot", "curves", "heatmap", "pbt_schedules", "plot"]

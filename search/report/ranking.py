@@ -29,6 +29,7 @@ from search.trainables.outputs import HYPOTHESES_FILE, REFERENCES_FILE
 SCOPES = ("last", "best", "avg")
 FINISHED = "TERMINATED"  # Ray's status of a trial that ran to its end; only these rank and win
 BOOTSTRAP_TOP = 10  # rows tested against the best; each test resamples the whole dev set n times
+DEFAULT_COST = "beam_steps"  # decoder forward steps x beams kept: the work of a decoding config, machine-independent
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ class Row:
     tag: str | None = None  # Ray's experiment tag as first given ("3_lr=0.001"), which PBT's logs name trials by
     p_value: float | None = None  # paired bootstrap vs the best row (None: not tested)
     tied: bool | None = None  # statistically tied with the best (None: not tested)
+    front: bool | None = None  # on the Pareto front of (metric, cost) (None: no front asked, or not a ranked row)
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,7 @@ class Ranking:
     notes: tuple[str, ...] = ()
     signature: str | None = None  # sacreBLEU signature of the metric, when every row shares one
     bootstrap: str | None = None  # how ties were tested, when they were
+    cost: str | None = None  # the cost column of the Pareto front, when one was marked (``rank(pareto=...)``)
 
     @property
     def ranked(self) -> tuple[Row, ...]:
@@ -184,6 +187,57 @@ def mark_ties(
     return replace(ranking, rows=tuple(rows), bootstrap=how, notes=notes)
 
 
+def _cost(row: Row, cost: str) -> float | None:
+    """The row's ``cost`` column as a finite number, else None."""
+    v = row.columns.get(cost)
+    return float(v) if _number(v) and math.isfinite(v) else None
+
+
+def pareto_front(rows: tuple[Row, ...] | list[Row], metric_mode: str, cost: str) -> tuple[Row, ...]:
+    """The rows no other row dominates on (metric, ``cost``), cheapest first: a row is dominated when another is at
+    least as good on the metric (``metric_mode``: max or min) and at least as cheap, and strictly better on one.
+
+    Rows with equal metric and equal cost are all on the front (neither dominates). Rows without a value or without a
+    numeric ``cost`` column take no part. Pure: the caller picks the rows (``Ranking.ranked``: finished ones).
+
+    Example:
+        >>> rows = [Row(str(i), FINISHED, 1, v, {}, {"beam_steps": c}) for i, (v, c) in enumerate([(39.2, 150),
+        ...         (39.1, 50), (38.0, 60), (37.0, 10)])]
+        >>> [r.trial_id for r in pareto_front(rows, "max", "beam_steps")]
+        ['3', '1', '0']
+    """
+    sign = 1.0 if metric_mode == "max" else -1.0
+    points = [(r, sign * r.value, c) for r in rows if r.value is not None and (c := _cost(r, cost)) is not None]
+    # Cheapest first, better first within a cost: a row is on the front iff it beats every cheaper-or-equal row seen.
+    points.sort(key=lambda p: (p[2], -p[1]))
+    front, best, best_cost = [], -math.inf, None
+    for row, goodness, c in points:
+        if goodness > best or (goodness == best and c == best_cost):
+            front.append(row)
+            best, best_cost = goodness, c
+    return tuple(front)
+
+
+def mark_front(ranking: Ranking, cost: str = DEFAULT_COST) -> Ranking:
+    """Mark the ranked rows on the Pareto front of (metric, ``cost``) (``Row.front``); the cost column is shown.
+
+    Raises:
+        UserError: no ranked row reports ``cost`` as a number.
+    """
+    ranked = ranking.ranked
+    if ranked and all(_cost(r, cost) is None for r in ranked):
+        reported = sorted({c for r in ranked for c, v in r.columns.items() if _number(v)})
+        raise UserError(
+            f"--cost: no finished trial reports {cost!r} (decode trials report decoder_steps, beam_steps and "
+            f"est_seconds); pick another with --cost, got columns {', '.join(reported) or 'none'}"
+        )
+    on = {id(r) for r in pareto_front(ranked, ranking.mode, cost)}
+    finished = {id(r) for r in ranked}
+    rows = tuple(replace(r, front=id(r) in on) if id(r) in finished else r for r in ranking.rows)
+    columns = ranking.columns if cost in ranking.columns else (*ranking.columns, cost)
+    return replace(ranking, rows=rows, cost=cost, columns=columns)
+
+
 def rank(
     run_dir: str | Path | Run,
     *,
@@ -194,6 +248,7 @@ def rank(
     columns: tuple[str, ...] | None = None,
     bootstrap: int = DEFAULT_RESAMPLES,
     alpha: float = DEFAULT_ALPHA,
+    pareto: str | None = None,
 ) -> Ranking:
     """Rank the trials of a run directory by ``metric`` (default: the spec's), best first.
 
@@ -205,6 +260,8 @@ def rank(
         columns: more reported metrics to show (default: the spec's ``columns``).
         bootstrap: resamples of the paired bootstrap test of the top rows against the best (0: no test).
         alpha: p-value under which a row counts as worse than the best.
+        pareto: a cost column (e.g. ``beam_steps``): mark the rows on the Pareto front of (metric, cost) and show
+            the column (see :func:`mark_front`); None: no front.
 
     Example:
         >>> ranking = rank("runs/beam_seed_grid", scope="last")  # doctest: +SKIP
@@ -218,6 +275,8 @@ def rank(
     if scope not in SCOPES:
         raise UserError(f"--scope: must be one of {', '.join(SCOPES)}, got {scope!r}")
     columns = tuple(c for c in (columns if columns is not None else run.spec.columns) if not c.endswith("_signature"))
+    if pareto is not None and pareto not in columns:
+        columns = (*columns, pareto)
     trials = run.trials()
     signature, notes = _signature(trials, metric)
     ranking = Ranking(
@@ -232,7 +291,8 @@ def rank(
         notes=notes,
         signature=signature,
     )
-    return mark_ties(ranking, n_samples=bootstrap, alpha=alpha)
+    ranking = mark_ties(ranking, n_samples=bootstrap, alpha=alpha)
+    return mark_front(ranking, pareto) if pareto is not None else ranking
 
 
 def _row(t: Trial, run: Run, metric: str, mode: str, scope: str, columns: tuple[str, ...]) -> Row:
@@ -264,7 +324,8 @@ def combine(parts: dict[str, Ranking], key: str) -> Ranking:
         metric=first.metric, mode=first.mode, scope=first.scope, params=params, columns=columns,
         rows=order_rows(rows, first.mode), notes=notes, signature=first.signature if len(signatures) == 1 else None,
     )  # fmt: skip
-    return mark_ties(ranking)
+    ranking = mark_ties(ranking)
+    return mark_front(ranking, first.cost) if first.cost is not None else ranking
 
 
 def order_rows(rows: list[Row], mode: str, top: int | None = None) -> tuple[Row, ...]:
