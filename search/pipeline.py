@@ -251,12 +251,11 @@ def run_pipeline(
     root.share(root.local / "ranking.md")
     for line in _export_winner(ft_dir, ft_ranking, top, ranking, decode_runs, target, force, prefer):
         out(line)
-    if p.export is None:
-        root.share(target)
+    exported = root.share(target) if p.export is None else str(target)  # on remote storage: its URI
     plots = [path for d in (ft_dir, *decode_runs.values()) for path in _plots(d)]
     out(format_ranking(ranking, "table"))
     out(f"plots: {', '.join(str(p_) for p_ in plots)}")
-    out(f"exported model (weights, tokenizer, generation_config.json, best_hparams.yaml, README.md): {target}")
+    out(f"exported model (weights, tokenizer, generation_config.json, best_hparams.yaml, README.md): {exported}")
     return {
         "dir": root.root, "finetune_run": ft_dir, "decode_runs": decode_runs, "ranking": ranking, "winner": ranking.best,
         "export": target, "plots": plots,
