@@ -37,6 +37,17 @@ def ray_session():
     ray.shutdown()
 
 
+@pytest.fixture()
+def one_torch_thread():
+    """torch on one thread for the test (exact comparisons and step counts must not depend on the cores)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 TOY = Path(__file__).resolve().parent / "toy_trainables.py"
 
 

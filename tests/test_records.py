@@ -23,12 +23,7 @@ EARLY_STOPPING = st.sampled_from([True, False, "never"])
 HIGH = {"marian": 0.8, "t5": 0.3}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def record_of(model, inputs: dict, nb: int, configs: list[dict], horizon=(), to_end=False) -> BatchRecord:
