@@ -368,7 +368,8 @@ def test_a_full_disk_ends_in_one_line_and_the_run_resumes_once_there_is_space(tm
     (tmp_path / "big.py").write_text(BIG_TRAINABLE)
     (tmp_path / "sweep.yaml").write_text(
         "method: grid\nmetric: {name: score, goal: maximize}\ntrainable: big.py:train\n"
-        "parameters: {x: {values: [1, 2, 3, 4]}}\ncheckpoint: {keep: 3}\n"
+        # no retries: a retry on the full disk can start from a checkpoint it could not finish writing
+        "parameters: {x: {values: [1, 2, 3, 4]}}\ncheckpoint: {keep: 3}\nmax_failures: 0\n"
     )
     disk = tmp_path / "disk"
     disk.mkdir()
@@ -434,8 +435,9 @@ settings: {{steps: 5, die_at: 3, marker_dir: {tmp_path}}}
     )
     rows = {row.params["lr"]: row for row in rank(run_dir, bootstrap=0, columns=("started",)).rows}
     assert sorted(p.name for p in tmp_path.glob("died-*")) == ["died-0.1", "died-0.2"]  # each worker died once
-    if max_failures == 0:
-        assert {row.status for row in rows.values()} == {"ERROR"}
+    if max_failures == 0:  # not restarted: errored (or left RUNNING by Ray's last snapshot), never finished
+        assert {row.status for row in rows.values()} <= {"ERROR", "RUNNING"}
+        assert all(row.value is None or row.columns["started"] == 0 for row in rows.values())
         return
     for lr, row in rows.items():
         assert row.status == "TERMINATED" and row.value == pytest.approx(5 * lr)
