@@ -47,7 +47,7 @@ MIN_FREE = 1 << 20  # bytes free on a run's disk below which it counts as full (
 _PICKLED = object()  # stands for a value Ray could only pickle
 
 
-def unique_run_dir(storage: Path, name: str) -> Path:
+def unique_run_dir(storage: Path | Remote, name: str) -> Path | Remote:
     """``storage/name``, or ``storage/name-2``, ``-3``... so that no earlier run is ever mixed into a new one."""
     candidate, n = storage / name, 1
     while candidate.exists():
@@ -62,7 +62,7 @@ def claim_run_dir(storage: Path | Remote, name: str) -> Path | Remote:
     claim is the saved spec (:func:`save_spec`); object stores have no atomic create, so two runs of one name started
     in the same second could share it there."""
     if isinstance(storage, Remote):
-        return _first_free_remote(storage, name)
+        return unique_run_dir(storage, name)
     storage.mkdir(parents=True, exist_ok=True)
     while True:
         candidate = unique_run_dir(storage, name)
@@ -71,14 +71,6 @@ def claim_run_dir(storage: Path | Remote, name: str) -> Path | Remote:
             return candidate
         except FileExistsError:  # another run claimed it between the look and the mkdir
             continue
-
-
-def _first_free_remote(storage: Remote, name: str) -> Remote:
-    candidate, n = storage.child(name), 1
-    while candidate.exists():
-        n += 1
-        candidate = storage.child(f"{name}-{n}")
-    return candidate
 
 
 def save_spec(spec: Spec, run_dir: Path | Remote, *, cuts_trials: bool) -> None:

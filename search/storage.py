@@ -106,6 +106,8 @@ class Remote:
     def child(self, relative: str) -> Remote:
         return Remote(f"{self.uri}/{relative.strip('/')}", self.options)
 
+    __truediv__ = child  # `location / name` for a Remote as for a Path
+
     def __str__(self) -> str:
         return self.uri
 

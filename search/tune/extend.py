@@ -29,7 +29,7 @@ def extend(
     """Run more trials into a finished sweep's run directory; none of its trials runs again.
 
     A random or bayes sweep runs ``run_cap`` more trials: hyperopt starts from the finished trials' configs and
-    results (``points_to_evaluate`` with ``evaluated_rewards``), random search draws with a new seed. A grid runs the
+    results as finished trials of its own (``registry.build_search_alg``), random search draws with a new seed. A grid runs the
     combinations of its grid (changed with ``overrides``, e.g. ``parameters.num_beams={values: [4, 8, 12]}``) that
     have not finished. The new trials are a run of their own in ``RUN_DIR/extend`` (``extend-2``, ...), which
     ``rank`` reads with the run's own trials as one table. ``Tuner.restore`` cannot add trials (Ray issue 42221).
