@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from search.report import format_ranking, rank
-from search.rundir import load_saved_spec
+from search.rundir import load_saved_spec, read_run
 
 pytestmark = pytest.mark.ray
 
@@ -98,6 +98,11 @@ settings: {steps: 6}
     values = sorted(r.metrics["value"] for r in results)
     # without exploitation the lr=0 trial would end at 0; PBT copied the leader's state into it
     assert values[0] > 0
+    # every report is in the trial's result.json, also those before an exploit restarted the trial (Ray's own
+    # result.json writer truncated it on local storage)
+    for trial in read_run(run_dir).trials():
+        iterations = [r["training_iteration"] for r in trial.history()]
+        assert iterations == list(range(1, trial.last_result["training_iteration"] + 1))
 
 
 def test_errored_trials_are_listed_after_ranked_ones(run_sweep):

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ray import tune
+from ray.tune.logger import JsonLoggerCallback
 
 from search.rundir import keep_good_state
 
@@ -90,3 +91,15 @@ class StateKeeper(tune.Callback):
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._keep(force=True)
+
+
+class ResultLog(JsonLoggerCallback):
+    """Ray's ``result.json`` writer, without losing reports: when a trial restarts from a checkpoint (a PBT exploit,
+    a synchronous PBT pause, a retry), Ray 2.60 copies the trial's ``result.json`` from storage over the driver's
+    local copy before appending to it; storage is synced only now and then, so the reports since the last sync were
+    lost (a PBT trial's history missed iterations, a synchronous PBT run's was empty). The driver's local copy, when
+    it has one, holds every report; only a new driver (``search resume``) starts from the stored file."""
+
+    def _restore_from_remote(self, file_name: str, trial: Any) -> None:
+        if not Path(trial.local_path, file_name).exists():
+            super()._restore_from_remote(file_name, trial)

@@ -60,10 +60,10 @@ def _init_ray(address: str | None) -> None:
 
 
 def _callbacks(spec: Spec, run_dir: Path | Remote, progress: bool) -> list:
-    from search.tune.progress import ProgressCallback, StateKeeper
+    from search.tune.progress import ProgressCallback, ResultLog, StateKeeper
 
     # Good copies guard against a full local disk; an object store writes whole objects.
-    callbacks: list = [StateKeeper(run_dir)] if isinstance(run_dir, Path) else []
+    callbacks: list = [ResultLog(), *([StateKeeper(run_dir)] if isinstance(run_dir, Path) else [])]
     if progress:
         callbacks.append(ProgressCallback(spec.metric.name, spec.metric.mode))
     mode = spec.wandb.get("mode", "disabled" if not spec.wandb else "offline")
