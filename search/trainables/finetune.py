@@ -20,7 +20,7 @@ import resource
 import time
 import warnings
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -299,12 +299,13 @@ def train_step(
 
 @dataclass
 class Meter:
-    """Training NLL, tokens and seconds since the last report."""
+    """Training NLL, tokens and seconds since the last report, and the process CPU time since ``cpu_start``."""
 
     nll_sum: float = 0.0
     tokens: int = 0
     seconds: float = 0.0
     lrs: tuple = (0.0, 0.0)
+    cpu_start: float = field(default_factory=time.process_time)
 
     def metrics(self, state: TrainState, scores: dict) -> dict[str, Any]:
         return {
@@ -314,6 +315,9 @@ class Meter:
             "lr_encoder": self.lrs[0],
             "lr_decoder": self.lrs[1],
             "tokens_per_s": self.tokens / max(self.seconds, 1e-9),  # target tokens per second of training only
+            # CPU seconds of the trial's process since its previous report (the first: since this run of the trial
+            # started, restore included); summed over a run's results it is the trial CPU time of the sweep
+            "cpu_s": time.process_time() - self.cpu_start,
             "peak_mem_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "start_from": state.start_from,
             "start_step": state.start_step,
@@ -342,6 +346,7 @@ def train(
         translations_dir: where each report's dev translations are written (``write_translations``), or None.
     """
     settings, references = cfg.settings, list(dev_pairs.references)
+    meter = Meter()
     if checkpoint is not None:
         state = restore(cfg, checkpoint, trial_id)
     else:
@@ -362,7 +367,6 @@ def train(
         state.batch_in_epoch += 1
         return collate(state.model, state.tokenizer.pad_token_id, [src[i] for i in chunk], [tgt[i] for i in chunk])
 
-    meter = Meter()
     while state.step < settings["max_steps"]:
         began = time.perf_counter()
         micro_batches = [next_micro_batch() for _ in range(settings["grad_accum"])]
@@ -374,8 +378,8 @@ def train(
         scores, hypotheses = evaluate(state, cfg, dev_src, dev_tgt, references)
         if translations_dir is not None:
             write_translations(translations_dir, hypotheses, references)
-        report(meter.metrics(state, scores), lambda directory: save_state(state, cfg, Path(directory), trial_id))
-        meter = Meter(lrs=meter.lrs)
+        metrics, meter = meter.metrics(state, scores), Meter(lrs=meter.lrs)  # the checkpoint's CPU counts next
+        report(metrics, lambda directory: save_state(state, cfg, Path(directory), trial_id))
 
 
 def _trial_id() -> str | None:
@@ -422,7 +426,7 @@ def finetune(config: dict) -> None:
     """Ray Tune trainable: fine-tune ``config["model"]`` on ``config["data"]``, reporting every ``eval_every`` steps.
 
     Reports ``step, train_loss, eval_loss, bleu, bleu_signature, chrf, chrf_signature, lr_encoder, lr_decoder,
-    tokens_per_s, peak_mem_mb, start_from, start_step, device, precision`` with a checkpoint each time
+    tokens_per_s, cpu_s, peak_mem_mb, start_from, start_step, device, precision`` with a checkpoint each time
     (``start_from``/``start_step``: the trial and step whose checkpoint this run of the trial started from; "" and 0
     for a fresh start; ``device``: where it trained, e.g. ``cpu`` or ``cuda``). Outside
     Tune it prints the metrics and writes the checkpoints under ``settings.output_dir``.
