@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 from pathlib import Path
 
@@ -186,3 +187,25 @@ def test_tune_grid_reports_shared_passes(ray_session, model_dir, tmp_path):
     assert sum(not m["from_cache"] for m in frames) == 2  # one pass per num_beams, whoever ran first
     lines = [(Path(r.path) / "hypotheses.txt").read_text().splitlines() for r in results]
     assert all(len(hyps) == 12 for hyps in lines)  # left for the ranking's paired bootstrap
+
+
+def test_order_grid_interleaves_passes_longest_first():
+    """Consecutive trials of the seed grid lease different beam passes (most beams first); every config once."""
+    from search.spec import validate
+    from search.trainables.decode import order_grid
+    from search.tune.space import param_space
+
+    grid = [
+        {"num_beams": nb, "length_penalty": lp, "early_stopping": es}
+        for nb in (5, 8, 11, 15) for lp in (0.6, 0.7, 0.8, 0.9, 1.0, 1.1) for es in (True, False)
+    ]  # fmt: skip
+    ordered = order_grid(grid)
+    assert sorted(map(repr, ordered)) == sorted(map(repr, grid))
+    assert [c["num_beams"] for c in ordered[:8]] == [15, 11, 8, 5] * 2
+    assert all(a["num_beams"] != b["num_beams"] for a, b in itertools.pairwise(ordered))
+    # The tune layer hands the hook the grid's combinations and keeps its order, without Ray running.
+    spec = validate({"method": "grid", "metric": {"name": "bleu", "goal": "maximize"},
+                     "parameters": {"num_beams": {"values": [4, 8]}, "length_penalty": {"values": [0.6, 1.0]}}},
+                    "s.yaml")  # fmt: skip
+    space = param_space(spec.parameters, "grid", order_grid)
+    assert [c["num_beams"] for c in space["_grid"]["grid_search"]] == [8, 4, 8, 4]

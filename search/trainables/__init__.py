@@ -37,6 +37,9 @@ class TrainableInfo:
         start: optional ``module:function`` called by the runner on the driver once Ray is up, as
             ``start(settings) -> (settings, handle)``: starts what the sweep's trials share (the decode trainable's
             pass board); the driver keeps ``handle`` until the sweep ends.
+        order_grid: optional ``module:function`` called by the runner as ``order_grid(combos) -> combos`` on a grid's
+            combinations (nested dicts of searched values): the order its trials start in (the decode trainable's
+            interleaves configs of different beam passes, so that concurrent trials decode different passes).
     """
 
     target: str
@@ -44,6 +47,7 @@ class TrainableInfo:
     prepare: str | None = None
     check: str | None = None
     start: str | None = None
+    order_grid: str | None = None
 
 
 TRAINABLES: dict[str, TrainableInfo] = {
@@ -56,6 +60,7 @@ TRAINABLES: dict[str, TrainableInfo] = {
         prepare="search.trainables.decode:prepare",
         check="search.trainables.decode:check",
         start="search.trainables.decode:start",
+        order_grid="search.trainables.decode:order_grid",
     ),
 }
 
@@ -139,7 +144,7 @@ def primary_metric(name: str, base_dir: Path, file: str) -> Any:
 
 
 def load_hook(name: str, hook: str) -> Callable | None:
-    """A registered trainable's ``prepare``, ``check`` or ``start`` function, or None."""
+    """A registered trainable's ``prepare``, ``check``, ``start`` or ``order_grid`` function, or None."""
     target = getattr(TRAINABLES.get(name), hook, None)
     if target is None:
         return None

@@ -19,6 +19,7 @@ config sees the same padding.
 
 from __future__ import annotations
 
+import itertools
 import time
 import warnings
 from pathlib import Path
@@ -102,6 +103,33 @@ def start(settings: dict) -> tuple[dict, Any]:
     """
     name, board = create_board()
     return {**settings, "pass_board": name}, board
+
+
+# Arguments replayed from one beam pass (``search.decoding.beam.REPLAYED`` less num_beams): configs equal in all else
+# share a pass.
+PASS_FREE = ("length_penalty", "early_stopping", "num_return_sequences")
+
+
+def order_grid(combos: list[dict]) -> list[dict]:
+    """The order a grid's trials start in: round-robin over the groups of configs that share a beam pass (equal in
+    all but :data:`PASS_FREE`), the longest passes first (most ``num_beams``, then most ``max_new_tokens``), so that
+    trials running at once lease different passes instead of waiting on one; later rounds only score shared passes.
+
+    Example:
+        >>> grid = [{"num_beams": nb, "length_penalty": lp} for nb in (4, 8) for lp in (0.6, 1.0)]
+        >>> [(c["num_beams"], c["length_penalty"]) for c in order_grid(grid)]
+        [(8, 0.6), (4, 0.6), (8, 1.0), (4, 1.0)]
+    """
+    groups: dict[str, list[dict]] = {}
+    for combo in combos:
+        groups.setdefault(repr(sorted((k, repr(v)) for k, v in combo.items() if k not in PASS_FREE)), []).append(combo)
+
+    def length(group: list[dict]) -> tuple:
+        first = group[0]
+        return (-(first.get("num_beams") or 1), -(first.get("max_new_tokens") or 0))
+
+    ordered = sorted(groups.values(), key=length)  # stable: equal passes keep the grid's order
+    return [combo for turn in itertools.zip_longest(*ordered) for combo in turn if combo is not None]
 
 
 def generation_args(config: dict) -> dict:

@@ -146,7 +146,8 @@ def plan(spec: Spec, *, storage: str | None = None, name: str | None = None) -> 
     if prepare is not None:
         sections["settings"] = prepare(dict(sections["settings"]), candidates(spec.parameters))
     fn = load_function(spec.trainable, spec.base_dir, spec.file)
-    space = {**param_space(spec.parameters, spec.method), **sections}
+    # A grid's trials start in the order the trainable's order_grid hook gives (decode: different passes at once).
+    space = {**param_space(spec.parameters, spec.method, load_hook(spec.trainable, "order_grid")), **sections}
     return Plan(spec, where, name or spec.name, space, _make_trial_fn(fn, spec.parameters))
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -137,11 +137,18 @@ def grid_combinations(params: tuple[Param, ...]) -> list[dict]:
     return combos
 
 
-def param_space(params: tuple[Param, ...], method: str) -> dict:
-    """The searched part of Tune's ``param_space`` (for ``bayes``, only the constants: hyperopt holds the rest)."""
+def param_space(
+    params: tuple[Param, ...], method: str, order: Callable[[list[dict]], list[dict]] | None = None
+) -> dict:
+    """The searched part of Tune's ``param_space`` (for ``bayes``, only the constants: hyperopt holds the rest).
+
+    ``order``: the trainable's ``order_grid`` hook; a grid's trials then start in the order it gives the
+    combinations (one ``grid_search`` over them, as for conditional parameters).
+    """
     space: dict = {}
-    if method == "grid" and any(p.when for p in params):
-        space[GRID_KEY] = tune.grid_search(grid_combinations(params))
+    if method == "grid" and (order is not None or any(p.when for p in params)):
+        combos = grid_combinations(params)
+        space[GRID_KEY] = tune.grid_search(order(combos) if order is not None else combos)
         return space
     for p in params:
         if method == "bayes" and not p.is_constant:
