@@ -120,10 +120,11 @@ def run_method(method: str, seed: int, out: Path, smoke: bool) -> tuple[Path, fl
     log = out / "logs" / f"{spec['name']}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     print(f"{method} (seed {seed}): running; log {log}", file=sys.stderr, flush=True)
-    command = [str(Path(sys.executable).with_name("search")), "run", str(spec_file), "--storage", str(out / "runs")]
+    command = [sys.executable, "-m", "search", "run", str(spec_file), "--storage", str(out / "runs")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     start = time.perf_counter()
-    with log.open("w") as handle:
-        done = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, cwd=ROOT)
+    with log.open("w") as handle:  # the CLI of this checkout (and its Ray workers), whatever is installed
+        done = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
     wall = time.perf_counter() - start
     if done.returncode != 0:
         sys.exit(f"{method} (seed {seed}): search run failed with exit code {done.returncode}; see {log}")
