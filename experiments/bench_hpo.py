@@ -40,9 +40,9 @@ sys.path.insert(0, str(ROOT))
 
 CORES = 2  # trial slots x CPUs per trial: what the sweeps are given
 MODEL = {"arch": "bart", "d_model": 128, "layers": 2, "heads": 4, "ffn": 512, "vocab_size": 2000, "max_length": 128}
-SETTINGS = {"max_steps": 800, "eval_every": 200, "eval_size": 200, "num_beams": 1, "max_new_tokens": 64}
+SETTINGS = {"max_steps": 1200, "eval_every": 300, "eval_size": 200, "num_beams": 1, "max_new_tokens": 64}
 FIXED = {"batch_tokens": {"value": 1000}}  # the same work per step in every trial of every method
-LRS = [5.0e-4, 1.5e-3, 4.5e-3]  # the grid: encoder_lr x decoder_lr, the rest at the trainable's defaults
+LRS = [1.0e-3, 3.0e-3, 9.0e-3]  # the grid: encoder_lr x decoder_lr, the rest at the trainable's defaults
 METHODS = {
     "grid": {
         "method": "grid",
