@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import warnings
 from typing import Any
 
@@ -203,6 +204,13 @@ def run_pass(
     return outs, record
 
 
+@functools.lru_cache(maxsize=32)
+def _stored_record(data: str, device: str) -> BatchRecord:
+    """A stored batch record, read once per process: a continuous search replays every sample from the same few
+    records, and reading one (``torch.load``) took longer than replaying a config from it. The replay only reads it."""
+    return BatchRecord.from_bytes(base64.b64decode(data), device)
+
+
 class NotCovered(LookupError):
     """A config the stored records of a pass do not cover (the pass stopped before it would): decode it."""
 
@@ -234,8 +242,7 @@ class PassRecords:
         if self.replay_only:
             if key not in self._stored:
                 raise NotCovered(f"no record of this batch for num_beams={num_beams}")
-            device = inputs["input_ids"].device
-            outs = replay(BatchRecord.from_bytes(base64.b64decode(self._stored[key]["data"]), device), replays)
+            outs = replay(_stored_record(self._stored[key]["data"], str(inputs["input_ids"].device)), replays)
             if any(out is None for out in outs):
                 raise NotCovered(f"the recorded pass (num_beams={num_beams}) stopped before this config would")
             return outs
