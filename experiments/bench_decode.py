@@ -1,12 +1,24 @@
 """Time the naive decoding sweep (one ``generate()`` per config, as run_eval_search.py did) against one exact beam
-pass per ``num_beams`` (``search.beam.decode_configs``), on the same model, dev batches and threads.
+pass per ``num_beams`` (``search.decoding.decode_configs``), on the same model, dev batches and threads; then a
+continuous TPE search replayed from recorded passes, and the same grid through the real CLI (``search run``).
 
 Grids: the 48-config seed grid (num_beams 5,8,11,15 x length_penalty 0.6..1.1 x early_stopping true,false) and the
 72-config grid that adds early_stopping "never". For every config the corpus BLEU of both ways must be identical.
+The grid's *limit* is one beam pass per distinct num_beams that runs as long as its longest config: per num_beams,
+the slowest of that group's plain ``generate()`` times, summed (``limit_ratio`` = fast / limit, 1.0 at best;
+``limit_cpu_ratio`` the same in process CPU time, robust to other load).
 
-    python experiments/bench_decode.py                  # trains a small model once (runs/models/bible-en-es-tiny)
-    python experiments/bench_decode.py --model DIR --sentences 300 --threads 1 --json
-    python experiments/bench_decode.py --smoke-test     # tiny random model, 8 sentences, small grid (< 1 min)
+Continuous: hyperopt's TPE (fixed seed) over length_penalty in [0.3, 2.0] x early_stopping {true, false} x num_beams
+{4, 8}, ``--samples`` samples maximizing BLEU. Naive: one ``generate()`` per sample. Ours: per num_beams one recorded
+pass long enough for the whole range (``configs.horizon``, as the decode trainable runs it), every sample replayed
+from the records without the model (decoded when not covered: ``fallbacks``). Decoder forward steps are counted.
+
+CLI: the 48-config grid through ``search run`` (2 trial slots of 1 CPU, a fresh decode cache), against the in-process
+one-pass time of that grid (1 thread).
+
+    python experiments/bench_decode.py --sentences 300 --threads 1 --json   # the shipped model (experiments/models)
+    python experiments/bench_decode.py --model DIR --grids 48 --no-cli
+    python experiments/bench_decode.py --smoke-test     # shipped model, 8 sentences, small grids (~1 min, Ray start)
 
 Wall times need an otherwise idle machine; ``cpu_ratio`` (process CPU time, 1 thread) is robust to other load.
 Peak memory is the peak resident-set growth of the process during each way (sampled every 5 ms), in MiB.
@@ -17,7 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
+import subprocess
 import sys
 import tempfile
 import threading
@@ -28,10 +40,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-DEFAULT_MODEL = ROOT / "runs" / "models" / "bible-en-es-tiny"
+DEFAULT_MODEL = ROOT / "experiments" / "models" / "bible-en-es-small"  # shipped: the finetune_asha winner
 SEED_GRID = {"num_beams": [5, 8, 11, 15], "length_penalty": [0.6, 0.7, 0.8, 0.9, 1.0, 1.1]}
-# The small model of DESIGN.md (2+2 layers, d_model 128, 2k BPE); ~4 minutes of training reaches BLEU ~2-4.
-TRAIN_MODEL = {"arch": "bart", "d_model": 128, "layers": 2, "heads": 4, "ffn": 512, "vocab_size": 2000}
+# The continuous search of issue 12: length_penalty uniform x early_stopping x num_beams, TPE with a fixed seed.
+CONTINUOUS = {"length_penalty": (0.3, 2.0), "early_stopping": [True, False], "num_beams": [4, 8]}
+TPE_SEED = 0
 
 
 def grid(early_stopping: list) -> list[dict]:
@@ -68,50 +81,83 @@ class PeakRSS:
             return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def train_model(target: Path, steps: int) -> None:
-    """Fine-tune the small model from scratch with the project's ``finetune`` trainable and keep its last model."""
-    from search.trainables.checkpoints import model_dir
-    from search.trainables.finetune import finetune
+class DecoderSteps:
+    """Counts the decoder's forward calls (one per generation step, whatever the beams) while the block runs."""
 
-    with tempfile.TemporaryDirectory() as out:
-        settings = {"max_steps": steps, "eval_every": steps, "eval_size": 16, "output_dir": out}
-        finetune({"model": TRAIN_MODEL, "data": {"corpus": "bible-en-es"}, "settings": settings})
-        last = sorted(Path(out).glob("checkpoint_*"))[-1]
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copytree(model_dir(last), target)
+    def __init__(self, model):
+        self.decoder, self.count = model.get_decoder(), 0
+
+    def __enter__(self) -> DecoderSteps:
+        self._hook = self.decoder.register_forward_hook(lambda *_: self._add())
+        return self
+
+    def _add(self) -> None:
+        self.count += 1
+
+    def __exit__(self, *exc) -> None:
+        self._hook.remove()
 
 
 def texts(tokenizer, batches, outputs) -> list[str]:
     """Top hypothesis of each input, in dev-set order."""
     hyps = [""] * sum(len(chunk) for chunk, _ in batches)
     for (chunk, _), out in zip(batches, outputs, strict=True):
-        for i, text in zip(chunk, tokenizer.batch_decode(out, skip_special_tokens=True), strict=True):
+        per_input = out.shape[0] // len(chunk)
+        for i, text in zip(chunk, tokenizer.batch_decode(out[::per_input], skip_special_tokens=True), strict=True):
             hyps[i] = text.strip()
     return hyps
 
 
-def bench(model, tokenizer, batches, references, configs: list[dict], shared: dict) -> dict:
-    """Both ways on one grid: seconds, ratio, identical BLEU per config, peak memory."""
+def model_bleu(model, tokenizer, batches, references, shared: dict) -> float:
+    """Greedy dev BLEU of the benched model on the benched sentences."""
     import torch
 
-    from search.decoding import decode_configs
     from search.metrics import corpus_scores
 
-    with PeakRSS() as naive_mem, torch.no_grad():
-        start, cpu = time.perf_counter(), time.process_time()
-        naive = [[model.generate(**inputs, **shared, **c) for _, inputs in batches] for c in configs]
-        naive_s, naive_cpu = time.perf_counter() - start, time.process_time() - cpu
+    with torch.no_grad():
+        outs = [model.generate(**inputs, **shared, num_beams=1) for _, inputs in batches]
+    return round(corpus_scores(texts(tokenizer, batches, outs), references)["bleu"], 2)
+
+
+def fast_way(model, batches, configs: list[dict], shared: dict) -> list[list]:
+    """One pass per num_beams, batch by batch: every config's output tensors."""
+    from search.decoding import decode_configs
+
     by_beams: dict[int, list[int]] = {}
     for i, c in enumerate(configs):
         by_beams.setdefault(c["num_beams"], []).append(i)
     fast: list[list] = [[] for _ in configs]
+    for members in by_beams.values():
+        for _, inputs in batches:
+            outs = decode_configs(model, inputs, [configs[i] for i in members], shared)
+            for i, out in zip(members, outs, strict=True):
+                fast[i].append(out.sequences)
+    return fast
+
+
+def bench(model, tokenizer, batches, references, configs: list[dict], shared: dict) -> dict:
+    """Both ways on one grid: seconds, ratio, the limit, identical BLEU per config, peak memory."""
+    import torch
+
+    from search.metrics import corpus_scores
+
+    naive, config_s = [], []
+    with PeakRSS() as naive_mem, torch.no_grad():
+        start, cpu = time.perf_counter(), time.process_time()
+        for c in configs:
+            began = time.perf_counter(), time.process_time()
+            naive.append([model.generate(**inputs, **shared, **c) for _, inputs in batches])
+            config_s.append((time.perf_counter() - began[0], time.process_time() - began[1]))
+        naive_s, naive_cpu = time.perf_counter() - start, time.process_time() - cpu
+    # The limit: one pass per num_beams as long as its longest config, i.e. the group's slowest generate().
+    slowest: dict[int, tuple[float, float]] = {}
+    for c, (wall, cpu_s) in zip(configs, config_s, strict=True):
+        before = slowest.get(c["num_beams"], (0.0, 0.0))
+        slowest[c["num_beams"]] = (max(before[0], wall), max(before[1], cpu_s))
+    limit_s, limit_cpu = (sum(times) for times in zip(*slowest.values(), strict=True))
     with PeakRSS() as fast_mem:
         start, cpu = time.perf_counter(), time.process_time()
-        for members in by_beams.values():  # one pass per num_beams, batch by batch
-            for _, inputs in batches:
-                outs = decode_configs(model, inputs, [configs[i] for i in members], shared)
-                for i, out in zip(members, outs, strict=True):
-                    fast[i].append(out.sequences)
+        fast = fast_way(model, batches, configs, shared)
         fast_s, fast_cpu = time.perf_counter() - start, time.process_time() - cpu
     bleu_naive = [corpus_scores(texts(tokenizer, batches, o), references)["bleu"] for o in naive]
     bleu_fast = [corpus_scores(texts(tokenizer, batches, o), references)["bleu"] for o in fast]
@@ -123,7 +169,11 @@ def bench(model, tokenizer, batches, references, configs: list[dict], shared: di
         "configs": len(configs),
         "naive_s": round(naive_s, 2),
         "fast_s": round(fast_s, 2),
+        "limit_s": round(limit_s, 2),
         "ratio": round(naive_s / fast_s, 2),
+        "limit_ratio": round(fast_s / limit_s, 3),
+        "limit_cpu_s": round(limit_cpu, 2),
+        "limit_cpu_ratio": round(fast_cpu / limit_cpu, 3),
         # CPU seconds of this process: with 1 thread, robust to other load on the machine (wall time is not).
         "naive_cpu_s": round(naive_cpu, 2),
         "fast_cpu_s": round(fast_cpu, 2),
@@ -137,17 +187,183 @@ def bench(model, tokenizer, batches, references, configs: list[dict], shared: di
     }
 
 
+def tpe_search(objective, samples: int) -> list[tuple[dict, float]]:
+    """hyperopt's TPE over :data:`CONTINUOUS` (seed :data:`TPE_SEED`): ``(config, bleu)`` of every sample, in order."""
+    import numpy as np
+    from hyperopt import STATUS_OK, Trials, fmin, hp, tpe
+
+    space = {
+        "length_penalty": hp.uniform("length_penalty", *CONTINUOUS["length_penalty"]),
+        "early_stopping": hp.choice("early_stopping", CONTINUOUS["early_stopping"]),
+        "num_beams": hp.choice("num_beams", CONTINUOUS["num_beams"]),
+    }
+    seen: list[tuple[dict, float]] = []
+
+    def loss(point: dict) -> dict:
+        config = {"num_beams": int(point["num_beams"]), "length_penalty": float(point["length_penalty"]),
+                  "early_stopping": bool(point["early_stopping"])}  # fmt: skip
+        bleu = objective(config)
+        seen.append((config, bleu))
+        return {"loss": -bleu, "status": STATUS_OK}
+
+    fmin(loss, space, algo=tpe.suggest, max_evals=samples, trials=Trials(),
+         rstate=np.random.default_rng(TPE_SEED), show_progressbar=False)  # fmt: skip
+    return seen
+
+
+def bench_continuous(model, tokenizer, batches, references, shared: dict, samples: int) -> dict:
+    """The TPE search both ways: decoder steps, seconds, identical scores (and so identical samples), fallbacks."""
+    import torch
+
+    from search.decoding import decode_configs, plan_of
+    from search.decoding.beam import NotCovered, PassRecords
+    from search.decoding.configs import horizon
+    from search.metrics import corpus_scores
+
+    def bleu(outputs: list) -> float:
+        return corpus_scores(texts(tokenizer, batches, outputs), references)["bleu"]
+
+    def naive(config: dict) -> float:
+        with torch.no_grad():
+            return bleu([model.generate(**inputs, **shared, **config) for _, inputs in batches])
+
+    with DecoderSteps(model) as naive_steps:
+        start = time.perf_counter()
+        naive_seen = tpe_search(naive, samples)
+        naive_s = time.perf_counter() - start
+
+    # Ours: as the decode trainable runs a continuous plan (``_pass_compute``, then ``_decoded``'s replay).
+    plan = plan_of(dict(CONTINUOUS))
+    fallbacks = 0
+    with DecoderSteps(model) as our_steps:
+        start = time.perf_counter()
+        stored: dict = {"batches": {}}
+        for nb in CONTINUOUS["num_beams"]:  # one recorded pass per num_beams, long enough for the whole range
+            reach, to_end = horizon(plan, {"num_beams": nb})
+            records = PassRecords(horizon=reach, to_end=to_end)
+            for _, inputs in batches:
+                decode_configs(model, inputs, reach or [{"num_beams": nb}], shared, records)
+            stored["batches"].update(records.stored()["batches"])
+
+        def ours(config: dict) -> float:
+            nonlocal fallbacks
+            try:
+                replay = PassRecords(stored, replay_only=True)
+                outs = [decode_configs(model, inputs, [config], shared, replay)[0] for _, inputs in batches]
+            except NotCovered:
+                fallbacks += 1
+                outs = [decode_configs(model, inputs, [config], shared)[0] for _, inputs in batches]
+            return bleu([out.sequences for out in outs])
+
+        our_seen = tpe_search(ours, samples)
+        fast_s = time.perf_counter() - start
+    best = max(our_seen, key=lambda seen: seen[1])
+    return {
+        "continuous": True,
+        "samples": samples,
+        "steps_naive": naive_steps.count,
+        "steps_ours": our_steps.count,
+        "step_ratio": round(naive_steps.count / max(our_steps.count, 1), 2),
+        "naive_s": round(naive_s, 2),
+        "fast_s": round(fast_s, 2),
+        "ratio": round(naive_s / fast_s, 2),
+        "scores_identical": naive_seen == our_seen,  # same scores, so TPE proposed the same samples
+        "fallbacks": fallbacks,
+        "best": {**best[0], "length_penalty": round(best[0]["length_penalty"], 4), "bleu": round(best[1], 2)},
+    }
+
+
+def cli_spec(model_dir: Path, configs: list[dict], args: argparse.Namespace) -> dict:
+    """A sweep of the grid ``configs`` for ``search run``: 2 trial slots of 1 CPU, as experiments/decode_seed_grid.yaml."""
+    values = {key: sorted({c[key] for c in configs}, key=repr) for key in configs[0]}
+    return {
+        "name": "bench_decode_cli", "method": "grid", "metric": {"name": "bleu", "goal": "maximize"},
+        "parameters": {key: {"values": v} for key, v in values.items()}, "trainable": "decode",
+        "max_concurrent": 2, "resources": {"cpu": 1}, "seed": 0, "model": str(model_dir),
+        "data": {"corpus": "bible-en-es"},
+        "settings": {"split": "dev", "limit": args.sentences, "batch_size": args.batch_size,
+                     "max_new_tokens": args.max_new_tokens},
+    }  # fmt: skip
+
+
+def bench_cli(model_dir: Path, configs: list[dict], args: argparse.Namespace, inprocess_s: float) -> dict:
+    """The grid through ``search run`` in a subprocess, its storage (and so its decode cache, ``storage/.cache``)
+    fresh in a temporary directory: wall seconds against the in-process one-pass seconds."""
+    import yaml
+
+    with tempfile.TemporaryDirectory(prefix="bench-cli-") as tmp:
+        spec = Path(tmp) / "grid.yaml"
+        spec.write_text(yaml.safe_dump(cli_spec(model_dir, configs, args), sort_keys=False))
+        search = Path(sys.executable).with_name("search")
+        command = [str(search), "run", str(spec), "--storage", str(Path(tmp) / "runs")]
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        start = time.perf_counter()
+        proc = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp)
+        cli_s = time.perf_counter() - start
+    if proc.returncode != 0:
+        sys.exit(f"search run failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
+    return {
+        "cli": True,
+        "configs": len(configs),
+        "cli_s": round(cli_s, 2),
+        "inprocess_s": round(inprocess_s, 2),
+        "cli_ratio": round(cli_s / inprocess_s, 3),
+    }
+
+
+def load_model(args: argparse.Namespace):
+    """``(model, tokenizer, model dir)`` of ``--model`` (default: the shipped model); one line and exit 2 if it does
+    not load."""
+    from search.models import load_pretrained
+
+    path = Path(args.model) if args.model else DEFAULT_MODEL
+    try:
+        model, tokenizer = load_pretrained(path)
+    except Exception as error:  # a missing or unloadable directory
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        print(f"--model {path}: not a loadable seq2seq model directory: {reason}", file=sys.stderr)
+        sys.exit(2)
+    return model, tokenizer, path.resolve()
+
+
+def line(result: dict, sentences: int, threads: int) -> str:
+    """The text line of one result."""
+    head = f"{sentences} sentences, {threads} thread(s), model BLEU {result['model_bleu']}"
+    if result.get("continuous"):
+        return (
+            f"continuous: {result['samples']} TPE samples, {head}: decoder steps naive {result['steps_naive']}, "
+            f"ours {result['steps_ours']}, {result['step_ratio']}x; naive {result['naive_s']} s, ours "
+            f"{result['fast_s']} s, {result['ratio']}x; fallbacks {result['fallbacks']}; scores identical: "
+            f"{result['scores_identical']}; best {result['best']}"
+        )
+    if result.get("cli"):
+        return (
+            f"CLI: {result['configs']} configs, {head}: search run {result['cli_s']} s, in-process one pass per "
+            f"num_beams {result['inprocess_s']} s, cli/in-process {result['cli_ratio']}"
+        )
+    return (
+        f"{result['configs']} configs, {head}: naive {result['naive_s']} s, one pass per num_beams "
+        f"{result['fast_s']} s, {result['ratio']}x (CPU time {result['cpu_ratio']}x); limit {result['limit_s']} s, "
+        f"fast/limit {result['limit_ratio']} (CPU time {result['limit_cpu_ratio']}); BLEU identical: {result['bleu_identical']} (tokens: "
+        f"{result['tokens_identical']}); peak RSS +{result['naive_peak_mib']} / +{result['fast_peak_mib']} MiB; "
+        f"best {result['best']}"
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", help=f"local seq2seq model directory (default: {DEFAULT_MODEL}, trained if missing)")
+    parser.add_argument("--model", help=f"local seq2seq model directory (default: {DEFAULT_MODEL})")
     parser.add_argument("--sentences", type=int, default=300, help="first N dev pairs (default 300)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: robust to other load)")
-    parser.add_argument("--train-steps", type=int, default=1500, help="steps when the default model is trained")
-    parser.add_argument("--grids", default="48,72", help="which grids: 48 and/or 72 (comma-separated)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object per grid")
-    parser.add_argument("--smoke-test", action="store_true", help="tiny random model, 8 sentences, small grid")
+    parser.add_argument("--grids", default="48,72", help="which grids: 48 and/or 72 (comma-separated; '' for none)")
+    parser.add_argument("--samples", type=int, default=40, help="TPE samples of the continuous search (0: skip it)")
+    parser.add_argument("--no-cli", action="store_true", help="skip the CLI run of the 48-config grid")
+    parser.add_argument("--json", action="store_true", help="print one JSON object per figure")
+    parser.add_argument(
+        "--smoke-test", action="store_true", help="the shipped model on 8 sentences, small grids, 6 samples"
+    )
     args = parser.parse_args(argv)
 
     import torch
@@ -158,48 +374,45 @@ def main(argv: list[str] | None = None) -> None:
 
     from search.corpora import load_pairs
     from search.decoding import source_batches
-    from search.models import build_model, load_pretrained
 
     hf_logging.set_verbosity_error()
-    data = {"corpus": "bible-en-es"}
-    if args.smoke_test:
-        torch.manual_seed(0)
-        train = load_pairs(data, "train", limit=300)
-        cache = ROOT / "runs" / ".cache"
-        sizes = {"arch": "bart", "d_model": 32, "layers": 1, "heads": 2, "ffn": 64, "vocab_size": 400}
-        model, tokenizer = build_model(sizes, lambda: train.sources + train.references, cache_dir=cache)
-        args.sentences, args.batch_size, args.max_new_tokens = 8, 4, 8
+    if args.smoke_test:  # the shipped model (5 MB) on 8 sentences: real BLEU, so "identical" means something
+        args.sentences, args.batch_size, args.max_new_tokens, args.samples = 8, 4, 24, 6
         SEED_GRID.update(num_beams=[2, 3], length_penalty=[0.6, 1.0])
-    else:
-        path = Path(args.model) if args.model else DEFAULT_MODEL
-        if not path.is_dir():
-            if args.model:
-                sys.exit(f"--model {args.model}: no such directory")
-            print(f"training a small model into {path} ({args.train_steps} steps, once)", file=sys.stderr)
-            train_model(path, args.train_steps)
-        model, tokenizer = load_pretrained(path)
+        CONTINUOUS["num_beams"] = [2, 3]
+    model, tokenizer, model_dir = load_model(args)
     model.eval()
-    pairs = load_pairs(data, "dev", limit=args.sentences)
+    pairs = load_pairs({"corpus": "bible-en-es"}, "dev", limit=args.sentences)
     batches = source_batches(tokenizer, pairs.sources, args.batch_size, 128)
     shared = {"max_new_tokens": args.max_new_tokens, "max_length": None}
     with torch.no_grad():  # warm-up: first calls allocate and load kernels
         model.generate(**batches[0][1], **shared, num_beams=2)
+    common = {"model_bleu": model_bleu(model, tokenizer, batches, pairs.references, shared),
+              "sentences": len(pairs), "threads": args.threads, "batch_size": args.batch_size}  # fmt: skip
+
+    def report(result: dict) -> None:
+        result.update(common)
+        print(json.dumps(result) if args.json else line(result, len(pairs), args.threads), flush=True)
+
     grids = {"48": grid([True, False]), "72": grid([True, False, "never"])}
-    for name in args.grids.split(","):
+    fast_48 = None
+    for name in filter(None, args.grids.split(",")):
         result = bench(model, tokenizer, batches, pairs.references, grids[name], shared)
-        result.update(sentences=len(pairs), threads=args.threads, batch_size=args.batch_size)
-        if args.json:
-            print(json.dumps(result), flush=True)
-        else:
-            print(
-                f"{result['configs']} configs, {len(pairs)} sentences, {args.threads} thread(s): "
-                f"naive {result['naive_s']} s, one pass per num_beams {result['fast_s']} s, "
-                f"{result['ratio']}x (CPU time {result['cpu_ratio']}x); BLEU identical: {result['bleu_identical']} (tokens: {result['tokens_identical']}); "
-                f"peak RSS +{result['naive_peak_mib']} / +{result['fast_peak_mib']} MiB; best {result['best']}",
-                flush=True,
-            )
+        fast_48 = result["fast_s"] if name == "48" else fast_48
+        report(result)
         if not (result["bleu_identical"] and result["tokens_identical"]):
             sys.exit(1)
+    if args.samples:
+        result = bench_continuous(model, tokenizer, batches, pairs.references, shared, args.samples)
+        report(result)
+        if not result["scores_identical"]:
+            sys.exit(1)
+    if not args.no_cli:
+        if fast_48 is None:  # the in-process figure of the 48 grid, if its bench did not run
+            start = time.perf_counter()
+            fast_way(model, batches, grids["48"], shared)
+            fast_48 = time.perf_counter() - start
+        report(bench_cli(model_dir, grids["48"], args, fast_48))
 
 
 if __name__ == "__main__":

@@ -18,7 +18,19 @@ SWEEPS = sorted(p for p in (REPO / "experiments").glob("*.yaml") if not is_pipel
 SCRIPTS = sorted(p for p in (REPO / "experiments").glob("*.py") if "--smoke-test" in p.read_text())
 # what each script's smoke run prints, one pattern a stdout line: the check it is there for, not only its exit code
 PRINTS = {
-    "bench_decode": [rf"{n} configs, 8 sentences, .*; BLEU identical: True \(tokens: True\); " for n in (8, 12)],
+    # the shipped model on 8 sentences: both grids decode identically to generate(), the TPE search replayed from
+    # recorded passes scores (and so samples) as it does with generate(), with fewer decoder steps; the CLI ran the grid
+    "bench_decode": [
+        *(
+            rf"{n} configs, 8 sentences, 1 thread\(s\), model BLEU [1-9][0-9.]*: .*; limit [0-9.]+ s, fast/limit "
+            rf"[0-9.]+ \(CPU time [0-9.]+\); BLEU identical: True \(tokens: True\); "
+            for n in (8, 12)
+        ),
+        r"continuous: 6 TPE samples, 8 sentences, .*: decoder steps naive \d+, ours \d+, [0-9.]+x; .*; fallbacks 0; "
+        r"scores identical: True; ",
+        r"CLI: 8 configs, 8 sentences, .*: search run [0-9.]+ s, in-process one pass per num_beams [0-9.]+ s, "
+        r"cli/in-process [0-9.]+$",
+    ],
     "build_lead_corpus": [r"bible-lead: train 1200, dev 150, test 150 - rebuilt byte-identical$"],
     "build_bible_corpus": [
         r"bible-en-es: train \d+, dev \d+, test \d+ - checksums match$",
