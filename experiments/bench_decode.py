@@ -317,6 +317,9 @@ def load_model(args: argparse.Namespace):
     from search.models import load_pretrained
 
     path = Path(args.model) if args.model else DEFAULT_MODEL
+    if not path.is_dir():
+        print(f"--model {path}: no such directory (give a local seq2seq model directory)", file=sys.stderr)
+        sys.exit(2)
     try:
         model, tokenizer = load_pretrained(path)
     except Exception as error:  # a missing or unloadable directory
