@@ -31,6 +31,13 @@ PRINTS = {
         r"CLI: 8 configs, 8 sentences, .*: search run [0-9.]+ s, in-process one pass per num_beams [0-9.]+ s, "
         r"cli/in-process [0-9.]+$",
     ],
+    "bench_hpo": [
+        *(
+            rf"\| {method} \| 2 \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| 0\.\d+ \| "
+            for method in ("grid", "random", r"bayes\+asha", "pbt")
+        ),
+        r"^wrote .*table\.md, .*best_so_far\.png, .*results\.json$",
+    ],
     "build_lead_corpus": [r"bible-lead: train 1200, dev 150, test 150 - rebuilt byte-identical$"],
     "build_bible_corpus": [
         r"bible-en-es: train \d+, dev \d+, test \d+ - checksums match$",
