@@ -86,6 +86,7 @@ def check_equal(model, inputs: dict, shared: dict, configs: list[dict]) -> set:
     for config, fast in zip(configs, decode_configs(model, inputs, configs, shared), strict=True):
         ref = reference(model, inputs, shared, config)
         assert torch.equal(fast.sequences, ref.sequences), config
+        assert fast.own_steps == len(ref.scores), config  # the decoder steps generate() ran for it alone
         if config.get("num_beams", 1) > 1:
             assert torch.equal(fast.sequences_scores, ref.sequences_scores), config
         distinct.add((config.get("num_beams"), tuple(map(tuple, ref.sequences.tolist()))))

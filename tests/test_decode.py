@@ -149,6 +149,7 @@ def test_a_later_run_reads_its_machines_disk_first(model_dir, tmp_path, monkeypa
     # The earlier pass ran until length_penalty=2.0 stopped; its record covers 0.5 (a smaller one stops no later).
     other = run(on_disk(model_dir, tmp_path, "node", grid, num_beams=3, length_penalty=0.5))
     assert other["from_cache"] and other["replayed"] and board.stats()["leases"] == 0
+    assert 0 < other["decoder_steps"] <= again["decoder_steps"] and other["est_seconds"] > 0  # its own cost
     elsewhere = run(on_disk(model_dir, tmp_path, "elsewhere", grid, num_beams=3, length_penalty=2.0))
     assert not elsewhere["from_cache"] and board.stats() == {"entries": 3, "leases": 1, "expired": 0, "held": 0}
 

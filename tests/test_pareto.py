@@ -161,7 +161,7 @@ def test_decode_trials_report_their_own_output_steps_and_cost(model_dir, tmp_pat
     settings = {**decode_module.SETTING_DEFAULTS, "cache_dir": str(tmp_path)}
     model, tokenizer = decode_module.load(model_dir, settings, DATA)
     batches = source_batches(tokenizer, load_pairs(DATA, "dev", limit=12).sources, 5, 128)
-    seen, seconds = set(), {}
+    seen = set()
     for nb in grid["num_beams"]:
         for lp in grid["length_penalty"]:
             for es in grid["early_stopping"]:
@@ -174,17 +174,15 @@ def test_decode_trials_report_their_own_output_steps_and_cost(model_dir, tmp_pat
                                              return_dict_in_generate=True)  # fmt: skip
                     steps += len(out.scores)  # one score tensor per decoder step generate() ran
                     generated += out.sequences.shape[1] - 1  # the output length after the decoder start token
-                assert metrics["decoder_steps"] == generated, args
-                assert metrics["beam_steps"] == nb * generated
+                # exactly the steps generate() ran for this config alone, though the trial shared a longer pass
+                assert metrics["decoder_steps"] == steps, args
+                assert metrics["beam_steps"] == nb * steps
                 # greedy stops when its output ends; a beam search may run on after its best output finished
                 assert steps == generated if nb == 1 else steps >= generated
-                seen.add(generated)
-                if nb == 3 and metrics["beam_steps"]:
-                    seconds[metrics["beam_steps"]] = metrics["est_seconds"]
+                seen.add(steps)
+                pass_seconds = metrics["sentences"] / metrics["sentences_per_s"]
+                assert 0 < metrics["est_seconds"] <= pass_seconds * (1 + 1e-9)
     assert len(seen) >= 3  # the configs of one pass stop at different steps, and each reports its own
-    # est_seconds: the same pass's seconds per beam step for every config it served
-    rates = {round(s / b, 12) for b, s in seconds.items()}
-    assert len(seconds) >= 2 and len(rates) == 1 and all(s > 0 for s in seconds.values())
 
 
 # ------------------------------------------------------------------------------------------------ through Ray Tune

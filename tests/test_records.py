@@ -99,6 +99,7 @@ def test_stored_records_replay_through_decode_configs_without_the_model():
     decode_configs(model, inputs, [{"num_beams": 3, "length_penalty": 0.5}], SHARED, records=made)
     stored = json.loads(json.dumps(made.stored()))  # as the cache and the board keep it
     assert len(stored["batches"]) == 1
+    (key,) = stored["batches"]
 
     def no_model(*_):
         raise AssertionError("a replay ran the model")
@@ -114,4 +115,8 @@ def test_stored_records_replay_through_decode_configs_without_the_model():
     finally:
         hook.remove()
     for out, config in zip(outs, configs, strict=True):
-        assert out.steps == 0 and torch.equal(out.sequences, reference(model, inputs, SHARED, config).sequences)
+        ref = reference(model, inputs, SHARED, config)
+        assert torch.equal(out.sequences, ref.sequences)
+        # its own cost: the steps generate() runs for it alone, and the recorded pass's run it was replayed from
+        assert out.own_steps == len(ref.scores) and out.steps == stored["batches"][key]["steps"] >= out.own_steps
+        assert out.seconds == stored["batches"][key]["seconds"] > 0

@@ -29,6 +29,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import functools
+import time
 import warnings
 from typing import Any
 
@@ -162,12 +163,14 @@ def _generate(model: Any, batch_inputs: dict, args: dict) -> Decoded:
     """``generate()``, counting its decoder steps (each step is one call of the model; the encoder runs apart)."""
     steps = []
     hook = model.register_forward_pre_hook(lambda *_: steps.append(1))
+    start = time.perf_counter()
     try:
         with torch.no_grad():
             out = model.generate(**batch_inputs, **args)
     finally:
         hook.remove()
-    return Decoded(out.sequences if hasattr(out, "sequences") else out, steps=len(steps))
+    sequences = out.sequences if hasattr(out, "sequences") else out
+    return Decoded(sequences, steps=len(steps), own_steps=len(steps), seconds=time.perf_counter() - start)
 
 
 def run_pass(
@@ -191,16 +194,18 @@ def run_pass(
         and the pass's record (``search.decoding.records``).
     """
     tracker = _Tracker(model, [*replays, *horizon], to_end)
+    start = time.perf_counter()
     with _hooked(model, tracker):
         model.generate(
             **batch_inputs, **args, num_beams=num_beams, num_return_sequences=1,
             length_penalty=replays[0]["length_penalty"], early_stopping=replays[0]["early_stopping"],
         )  # fmt: skip
     record = tracker.recorder.record
+    record.seconds = time.perf_counter() - start
     outs = tracker.replayer.outputs(record, len(replays))
     for out in outs:
         if out is not None:
-            out.steps = record.steps
+            out.steps, out.seconds = record.steps, record.seconds
     return outs, record
 
 
@@ -242,9 +247,12 @@ class PassRecords:
         if self.replay_only:
             if key not in self._stored:
                 raise NotCovered(f"no record of this batch for num_beams={num_beams}")
-            outs = replay(_stored_record(self._stored[key]["data"], str(inputs["input_ids"].device)), replays)
+            stored = self._stored[key]
+            outs = replay(_stored_record(stored["data"], str(inputs["input_ids"].device)), replays)
             if any(out is None for out in outs):
                 raise NotCovered(f"the recorded pass (num_beams={num_beams}) stopped before this config would")
+            for out in outs:  # the recorded pass's run, for the config's own cost (records made before: no seconds)
+                out.steps, out.seconds = stored["steps"], stored.get("seconds", 0.0)
             return outs
         extra = [
             how[2]
@@ -257,7 +265,12 @@ class PassRecords:
     def stored(self) -> dict:
         """The records made here as JSON-able data: per batch its steps, whether it ran to the end, the bytes."""
         made = {
-            key: {"steps": r.steps, "complete": r.complete, "data": base64.b64encode(r.to_bytes()).decode("ascii")}
+            key: {
+                "steps": r.steps,
+                "complete": r.complete,
+                "seconds": r.seconds,
+                "data": base64.b64encode(r.to_bytes()).decode("ascii"),
+            }  # fmt: skip
             for key, r in self._made.items()
         }
         return {"format": RECORD_FORMAT, "batches": made}

@@ -56,13 +56,18 @@ class Decoded:
         sequences: ``[batch * num_return_sequences, length]`` token ids, equal to ``generate(...)``'s.
         sequences_scores: ``[batch * num_return_sequences]`` beam scores as ``generate(output_scores=True,
             return_dict_in_generate=True)`` gives them; None for greedy and plain-``generate()`` configs.
-        steps: decoder steps the model ran to produce it (a beam pass's steps are shared by all its configs; 0 for a
-            replay from a stored record, which runs no model).
+        steps: decoder steps of the model run that produced it (a beam pass's steps are shared by all its configs;
+            a replay from a stored record: the recorded pass's, though no model ran here).
+        own_steps: decoder steps ``generate()`` with this config alone runs (a beam config: the step its search
+            stops at, replayed; a plain call: its steps).
+        seconds: the seconds of that model run (a replay: the recorded pass's; 0 when the record has none).
     """
 
     sequences: torch.Tensor
     sequences_scores: torch.Tensor | None = None
     steps: int = 0
+    own_steps: int = 0
+    seconds: float = 0.0
 
 
 @dataclass
@@ -93,6 +98,7 @@ class BatchRecord:
     running: list[torch.Tensor] = field(default_factory=list)
     candidates: list[torch.Tensor] = field(default_factory=list)
     lengths: list[int] = field(default_factory=list)
+    seconds: float = 0.0  # wall time of the pass (its model run), for the cost of the configs replayed from it
 
     @property
     def steps(self) -> int:
@@ -220,13 +226,15 @@ class Replayer:
             self.of_config.append(self.unique.index(key))
         self.nrs = [r["num_return_sequences"] for r in replays]
         self.groups: list[_Group] | None = None
-        self.final: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # unique -> (ids, scores) at its stop
+        self.final: dict[int, tuple[torch.Tensor, torch.Tensor, int]] = {}  # unique -> (ids, scores, steps) at its stop
         self.n_candidates = 0
+        self.steps = 0  # steps replayed so far
 
     def update(self, scores, hits, top_mask, cur_len: int, prompt: int, nb: int) -> None:
         """``_update_finished_beams`` for every config; the newly finished candidates get the next ids."""
         batch, k = scores.shape
         device = scores.device
+        self.steps += 1
         if self.groups is None:
             self._start(batch, nb, device)
         just_finished = hits & top_mask[None, :]
@@ -276,7 +284,7 @@ class Replayer:
             if not bool(going.all()):
                 for c in (~going).nonzero().flatten().tolist():
                     rows = slice(c * batch, (c + 1) * batch)
-                    self.final[group.members[c][0]] = (group.ids[rows], group.scores[rows])
+                    self.final[group.members[c][0]] = (group.ids[rows], group.scores[rows], self.steps)
                 group.keep(going, batch)
         self.groups = [group for group in self.groups if group.members]
         return bool(self.groups) and bool(valid_continuations)
@@ -299,13 +307,13 @@ class Replayer:
             if u not in self.final:
                 outs.append(None)  # the pass stopped before this config would: not covered
                 continue
-            ids, scores = self.final[u]
+            ids, scores, steps = self.final[u]
             ids, scores = ids[:, :nrs].flatten(), scores[:, :nrs].flatten()
             if bool((ids < 0).any()):
                 outs.append(None)  # a returned slot holds an unfinished candidate: recompute this config
                 continue
             output_length = record.prompt_len + int(lengths[ids].max())
-            outs.append(Decoded(table[ids, :output_length].clone(), scores.clone()))
+            outs.append(Decoded(table[ids, :output_length].clone(), scores.clone(), own_steps=steps))
         return outs
 
 

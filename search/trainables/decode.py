@@ -179,15 +179,6 @@ def _beams_kept(model, args: dict) -> int:
     return beams if beams > 1 else args.get("num_return_sequences", gen.num_return_sequences) or 1
 
 
-def _pass_work(pass_keys: list[tuple], outs: list, widths: list[int]) -> int:
-    """The beam steps one batch's passes really ran: per pass, its longest ``Decoded.steps`` x its beams (the configs
-    of a shared pass share that work; a pass runs until its last config stops)."""
-    work: dict[tuple, int] = {}
-    for key, out, width in zip(pass_keys, outs, widths, strict=True):
-        work[key] = max(work.get(key, 0), (out.steps or 0) * width)
-    return sum(work.values())
-
-
 def decode_pass(
     model, tokenizer, batches, configs: list[dict], shared: dict, seed: int, precision: str = "fp32", records=None
 ) -> tuple[list[dict], float]:
@@ -196,32 +187,29 @@ def decode_pass(
     The batches (on the CPU) are moved to ``model.device``; generate() and the replay run under ``precision``'s
     autocast (``settings.precision``); ``records`` (``beam.PassRecords``) records the beam passes, or replays them
     without the model. Each entry records the precision and device it was decoded with, and the
-    config's own cost (:data:`COST_KEYS`), summed over the batches: ``decoder_steps``, the length of the config's
-    output (``generate()``'s, after the decoder start token): exactly the decoder steps of a greedy or sampling
-    config, and the steps a beam config needs for its output (its search may run a few more before it stops; a
-    shared pass runs until its last config stops, so its own steps are no measure of one config); ``beam_steps``,
-    those steps x the beams kept (``num_beams``; sampling: ``num_return_sequences``), the work of the config alone;
-    and ``est_seconds``, an estimate of its time alone: the seconds of the whole call scaled by this config's share
-    of the beam steps the passes really ran (each shared pass counted once, at its length). It assumes a beam step
-    costs the same in every pass; on batched hardware wider beams cost less than that per beam, so compare configs
-    by ``beam_steps``.
+    config's own cost (:data:`COST_KEYS`), summed over the batches: ``decoder_steps``, the decoder steps
+    ``generate()`` with this config alone runs (a beam config: the step its search stops at, replayed exactly, also
+    from a record; a shared pass runs until its last config stops, so its own length is no measure of one config);
+    ``beam_steps``, those steps x the beams kept (``num_beams``; sampling: ``num_return_sequences``), the work of the
+    config alone; and ``est_seconds``, an estimate of its time alone: per batch, the seconds of the model run that
+    served it (a replayed config: of the recorded pass) x its share of that run's steps. On batched hardware wider
+    beams cost less than that per beam, so compare configs by ``beam_steps``.
     """
     compute = Compute(model.device, PRECISIONS[precision])
     n = sum(len(chunk) for chunk, _ in batches)
     hypotheses = [[""] * n for _ in configs]
     lengths = [[0] * n for _ in configs]
-    steps, work = [0] * len(configs), 0
+    steps, estimates = [0] * len(configs), [0.0] * len(configs)
     widths = [_beams_kept(model, {**shared, **config}) for config in configs]
-    pass_keys = [canonical(model, config, shared)[0] for config in configs]
     special = torch.tensor(sorted(set(tokenizer.all_special_ids)))
     torch.manual_seed(seed)  # sampling configs are reproducible (seeds the CPU's and every GPU's generator)
     start = time.perf_counter()
     for chunk, inputs in batches:
         with compute.autocast():
             outs = decode_configs(model, compute.to_device(inputs), configs, shared, records)
-        work += _pass_work(pass_keys, outs, widths)
         for c, out in enumerate(outs):
-            steps[c] += out.sequences.shape[1] - 1  # the decoder start token is no step
+            steps[c] += out.own_steps
+            estimates[c] += out.seconds * out.own_steps / max(out.steps, 1)
             per_input = out.sequences.shape[0] // len(chunk)
             top = out.sequences[::per_input].cpu()  # the best of each input's num_return_sequences
             texts = tokenizer.batch_decode(top, skip_special_tokens=True)
@@ -231,17 +219,10 @@ def decode_pass(
     seconds = time.perf_counter() - start
     done = {"seconds": seconds, "configs": len(configs), "precision": precision, "device": str(compute.device)}
     entries = [
-        {"hypotheses": h, "output_tokens": k, **done, **_cost(s, s * width, seconds, work)}
-        for h, k, s, width in zip(hypotheses, lengths, steps, widths, strict=True)
+        {"hypotheses": h, "output_tokens": k, **done, "decoder_steps": s, "beam_steps": s * width, "est_seconds": e}
+        for h, k, s, width, e in zip(hypotheses, lengths, steps, widths, estimates, strict=True)
     ]
     return entries, seconds
-
-
-def _cost(decoder_steps: int, beam_steps: int, seconds: float, work: int) -> dict:
-    """The :data:`COST_KEYS` of one config (see :func:`decode_pass`)."""
-    return {
-        "decoder_steps": decoder_steps, "beam_steps": beam_steps, "est_seconds": seconds * beam_steps / max(work, 1),
-    }  # fmt: skip
 
 
 def resolve_settings(config: dict, file: str | None = None) -> dict:
