@@ -208,7 +208,8 @@ def _export_winner(ft_dir: Any, ft_ranking: Ranking, top: list[Row], decode: Ran
     title = f"Decoding: {decode_spec.name} on the top {len(top)} checkpoints"
     extras = Extras(
         generation=generate_args(winner, decode_spec),
-        card_sections={"decode": card_section(decode, decode_spec, title)},
+        # the card scores the exported config, and says why it is not the best one
+        card_sections={"decode": card_section(decode, decode_spec, title, winner=winner, notes=tuple(lines))},
     )
     ft_row = next(r for r in top if r.trial_id == trial_id)
     return lines + export_model(read_run(ft_dir), ft_ranking, ft_row, target, force=force, extras=extras)

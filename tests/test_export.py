@@ -184,8 +184,10 @@ def test_card_front_matter_is_what_the_hub_reads(tmp_path):
 
 def test_card_scores_are_those_of_the_exported_trial(tmp_path):
     spec, ranking = card_run(tmp_path)
-    section = card_section(ranking, spec, "Fine-tuning: sweep", winner=ranking.rows[1])
+    why = ("exported the fastest tied: b", "  why: 2x cheaper")
+    section = card_section(ranking, spec, "Fine-tuning: sweep", winner=ranking.rows[1], notes=why)
     assert [s["metric_value"] for s in section.scores] == [11.0, 38.5]
+    assert "\n- exported the fastest tied: b\n- why: 2x cheaper\n" in section.text
 
 
 def test_updating_a_card_merges_front_matter_and_never_duplicates(tmp_path):

@@ -167,7 +167,13 @@ def _scores(ranking: Ranking, winner: Row, task: str, data: Dataset, split: str)
 
 
 def card_section(
-    ranking: Ranking, spec: Spec, title: str, rows: int = CARD_ROWS, *, winner: Row | None = None
+    ranking: Ranking,
+    spec: Spec,
+    title: str,
+    rows: int = CARD_ROWS,
+    *,
+    winner: Row | None = None,
+    notes: tuple[str, ...] = (),
 ) -> CardSection:
     """A model-card section: the ranked table (Markdown), the metric's signature and the data used; the scores of
     ``winner`` (default: the best row) for the ``model-index``, and the front matter the sweep tells.
@@ -177,13 +183,14 @@ def card_section(
         spec: the sweep's spec (its data, model and file).
         title: the section's heading.
         rows: rows of the ranked table shown.
-        winner: the exported trial, when it is not the best one (``search export --trial``).
+        winner: the exported trial, when it is not the best one (``search export --trial``, ``fastest-tied``).
+        notes: lines on which trial was exported and why, listed under the table.
     """
     shown = [replace(r, error=None) for r in ranking.rows[:rows]]  # error lines may name paths of the machine
     table = format_ranking(replace(ranking, rows=tuple(shown)), "md")
     data = dataset(spec) if spec.data else Dataset("-", "-", "-")
     settings = {k: v for k, v in spec.settings.items() if k in ("eval_size", "train_size", "max_steps", "limit")}
-    lines = [f"## {title}", "", table, "", f"- Data: `{data.description}`"]
+    lines = [f"## {title}", "", table, "", *(f"- {note.strip()}" for note in notes), f"- Data: `{data.description}`"]
     if settings:
         lines.append(f"- Settings: `{json.dumps(yaml_safe(settings))}`")
     if ranking.signature:
