@@ -96,6 +96,8 @@ def method_spec(method: str, seed: int, smoke: bool) -> dict:
         "settings": dict(SETTINGS),
         **json.loads(json.dumps(METHODS[method])),  # a deep copy
     }
+    if spec.get("scheduler", {}).get("type") == "pbt":
+        del spec["max_concurrent"]  # a population runs together; resources.cpu bounds it to the cores
     if "space" in spec:
         spec["space"] = str(ROOT / spec["space"])
     spec["parameters"]["seed"] = {"value": seed}  # a repeat varies initialisation and batch order too
@@ -128,7 +130,8 @@ def run_method(method: str, seed: int, out: Path, smoke: bool) -> tuple[Path, fl
     wall = time.perf_counter() - start
     if done.returncode != 0:
         sys.exit(f"{method} (seed {seed}): search run failed with exit code {done.returncode}; see {log}")
-    return out / "runs" / spec["name"], wall
+    said = [line for line in log.read_text().splitlines() if line.startswith("run directory: ")]
+    return Path(said[-1].removeprefix("run directory: ")), wall
 
 
 def reports(run) -> list[dict]:
@@ -279,7 +282,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", default="0", help="comma-separated seeds; each is one repeat of every method")
     parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of {', '.join(METHODS)}")
-    parser.add_argument("--out", help="output directory (default: runs/bench_hpo/<time>)")
+    parser.add_argument("--out", help="output directory (default: runs/bench_hpo/<time>); an earlier one goes on")
     parser.add_argument("--json", action="store_true", help="print one JSON object per method and seed")
     parser.add_argument("--smoke-test", action="store_true", help="tiny model, a few steps, 2 trials per method")
     args = parser.parse_args(argv)
@@ -290,14 +293,20 @@ def main(argv: list[str] | None = None) -> None:
                        f"choose from {', '.join(METHODS)}\n")  # fmt: skip
     seeds = [int(s) for s in args.seeds.split(",")]
     out = Path(args.out or ROOT / "runs" / "bench_hpo" / time.strftime("%Y%m%d-%H%M%S")).resolve()
-    if (out / "runs").exists():
-        parser.exit(2, f"--out {out}: holds runs of an earlier benchmark; give a new directory\n")
     out.mkdir(parents=True, exist_ok=True)
     results = []
     for seed in seeds:
         for method in methods:
+            # A method this --out already finished is read back, not run again (an interrupted benchmark goes on).
+            kept = out / "summaries" / f"{method_spec(method, seed, args.smoke_test)['name']}.json"
+            if kept.is_file():
+                results.append(json.loads(kept.read_text()))
+                print(f"{method} (seed {seed}): read from {kept}", file=sys.stderr, flush=True)
+                continue
             run_dir, wall = run_method(method, seed, out, args.smoke_test)
             results.append(summarize(method, seed, run_dir, wall, args.smoke_test, out / "cache"))
+            kept.parent.mkdir(exist_ok=True)
+            kept.write_text(json.dumps(results[-1]))
             r = results[-1]
             print(f"{method} (seed {seed}): best dev BLEU {r['best_dev_bleu']}, test BLEU {r['test_bleu']}, "
                   f"{r['trials']} trials, {r['cpu_min']} trial CPU-min, {r['wall_min']} min wall, "
