@@ -160,13 +160,14 @@ def best_so_far(rows: list[dict]) -> list[tuple[float, float]]:
 
 
 def cpu_to_reach(curve: list[tuple[float, float]], target: float) -> float | None:
-    """Trial CPU-minutes after which the best so far first reached ``target`` (None: never).
+    """Trial CPU-minutes after which the best so far first reached ``target`` (None: never), both to the 2 decimals
+    BLEU is reported with.
 
     Example:
-        >>> cpu_to_reach([(1.0, 2.0), (1.5, 2.0), (2.0, 3.0)], 2.5), cpu_to_reach([(1.0, 2.0)], 2.5)
+        >>> cpu_to_reach([(1.0, 2.0), (1.5, 2.0), (2.0, 2.996)], 3.0), cpu_to_reach([(1.0, 2.0)], 2.5)
         (2.0, None)
     """
-    return next((cpu for cpu, best in curve if best >= target), None)
+    return next((cpu for cpu, best in curve if round(best, 2) >= round(target, 2)), None)
 
 
 def test_bleu(run, trial_id: str, limit: int | None, cache_dir: Path) -> float:
