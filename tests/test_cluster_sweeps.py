@@ -13,6 +13,7 @@ from cluster import HEAD_IP, SEARCH, WORKER_IP
 
 from search.__main__ import main
 from search.rundir import read_run
+from search.spec import trial_config
 from search.storage import Remote
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
@@ -79,7 +80,8 @@ def test_a_decode_grid_decodes_each_pass_once_across_nodes_and_ranks_as_on_one_n
     trials = run.trials()
     assert len(trials) == 12 and {t.status for t in trials} == {"TERMINATED"}
     assert _nodes(uri) == {HEAD_IP, WORKER_IP}  # trials ran on both machines
-    passes = {t.config["num_beams"] for t in trials}  # one beam pass per num_beams (greedy for 1)
+    # one beam pass per num_beams (greedy for 1); the decode grid's combinations sit under trial_config's grid key
+    passes = {trial_config(t.config, run.spec.parameters)["num_beams"] for t in trials}
     decoded = [t for t in trials if not t.last_result["from_cache"]]
     assert len(decoded) == len(passes) == 3, [(t.config, t.last_result["node_ip"]) for t in decoded]
 
