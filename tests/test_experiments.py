@@ -31,11 +31,16 @@ PRINTS = {
         r"CLI: 8 configs, 8 sentences, .*: search run [0-9.]+ s, in-process one pass per num_beams [0-9.]+ s, "
         r"cli/in-process [0-9.]+$",
     ],
+    # the Markdown table: a row per method, each with its trials and a utilisation; then the files it wrote
     "bench_hpo": [
+        r"^\| method \| trials \| best dev BLEU \| winner's test BLEU \| trial CPU-min \| ",
+        r"^\|---\|",
         *(
             rf"\| {method} \| 2 \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| 0\.\d+ \| "
             for method in ("grid", "random", r"bayes\+asha", "pbt")
         ),
+        r"^$",
+        r"^Seeds 0 \(1 repeat; .* Per trial: 20 steps of 1000 padded tokens",
         r"^wrote .*table\.md, .*best_so_far\.png, .*results\.json$",
     ],
     "build_lead_corpus": [r"bible-lead: train 1200, dev 150, test 150 - rebuilt byte-identical$"],
