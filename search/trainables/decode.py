@@ -43,7 +43,7 @@ from search.decoding import (
     share,
     source_batches,
 )
-from search.decoding.beam import NotCovered, PassRecords
+from search.decoding.beam import REPLAYED, NotCovered, PassRecords
 from search.decoding.board import RECORD
 from search.decoding.configs import horizon
 from search.errors import SpecError
@@ -105,9 +105,8 @@ def start(settings: dict) -> tuple[dict, Any]:
     return {**settings, "pass_board": name}, board
 
 
-# Arguments replayed from one beam pass (``search.decoding.beam.REPLAYED`` less num_beams): configs equal in all else
-# share a pass.
-PASS_FREE = ("length_penalty", "early_stopping", "num_return_sequences")
+# Arguments replayed from one beam pass, less num_beams: configs equal in all else share a pass.
+PASS_FREE = tuple(name for name in REPLAYED if name != "num_beams")
 
 
 def order_grid(combos: list[dict]) -> list[dict]:
