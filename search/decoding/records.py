@@ -168,14 +168,16 @@ class Recorder:
 
 
 class _Group:
-    """Replay state of the configs that share one ``early_stopping`` value, stacked config-major on the batch axis.
+    """Replay state of the configs that agree on ``early_stopping is True``, stacked config-major on the batch axis.
 
     Row ``c * batch + b`` is batch item ``b`` of config ``c``. ``ids`` stands in for HF's finished ``sequences``.
+    The helpers test ``early_stopping is True`` alone, except the early-stop heuristic, which tests ``"never"``; it
+    is per member here, so that ``False`` and ``"never"`` share one group: one helper call per step, not two.
     """
 
-    def __init__(self, early_stopping: Any, members: list[tuple[int, float]], batch: int, nb: int, device):
-        self.es = early_stopping
-        self.members = members  # (index of the unique replay, length_penalty)
+    def __init__(self, full_stops: bool, members: list[tuple[int, float, bool]], batch: int, nb: int, device):
+        self.full_stops = full_stops  # early_stopping is True: a batch item stops once its num_beams slots finish
+        self.members = members  # (index of the unique replay, length_penalty, early_stopping == "never")
         rows = len(members) * batch
         self.ids = torch.arange(batch, device=device).repeat(len(members)).unsqueeze(1).repeat(1, nb)  # [g*B, nb]
         self.scores = torch.full((rows, nb), -1e9, dtype=torch.float, device=device)  # [g*B, nb] float32
@@ -190,7 +192,7 @@ class _Group:
         CPU-scalar divisor multiplies by its float32 reciprocal instead (``div_true_kernel_cuda``), which can differ
         in the last bit, so the replay does the same there.
         """
-        values = [float(n**lp) for n, (_, lp) in zip(lengths, self.members, strict=True)]
+        values = [float(n**lp) for n, (_, lp, _) in zip(lengths, self.members, strict=True)]
         divisors = torch.tensor(values, dtype=torch.float32, device="cpu")  # where HF's Python float lives
         if scores.device.type == "cuda":
             factors = (1.0 / divisors).to(scores.device)
@@ -252,7 +254,7 @@ class Replayer:
                 topk_running_beam_indices=cand_g, is_early_stop_heuristic_unsatisfied=group.unsatisfied,
                 is_sent_finished=group.finished, next_token_hits_stopping_criteria=hits.repeat(g, 1),
                 top_num_beam_mask=top_mask, num_beams=nb, cur_len=cur_len, decoder_prompt_len=prompt,
-                length_penalty=0.0, early_stopping=group.es,
+                length_penalty=0.0, early_stopping=group.full_stops,
             )  # fmt: skip
             group.ids = ids.squeeze(-1)
 
@@ -261,9 +263,7 @@ class Replayer:
         batch = running.shape[0]
         for group in self.groups:
             g = len(group.members)
-            lengths = [
-                max_length - prompt if group.es == "never" and lp > 0.0 else cur_len - prompt for _, lp in group.members
-            ]
+            lengths = [max_length - prompt if never else cur_len - prompt for _, _, never in group.members]
             best = group.divide(running.repeat(g, 1), lengths, batch)
             group.unsatisfied = self.cls._check_early_stop_heuristic(
                 is_early_stop_heuristic_unsatisfied=group.unsatisfied, running_beam_scores=best,
@@ -279,7 +279,7 @@ class Replayer:
         for group in self.groups:
             g = len(group.members)
             improvement_possible = group.unsatisfied.view(g, batch).any(dim=1)
-            exists_open_beam = ~(group.finished.view(g, -1).all(dim=1) & (group.es is True))
+            exists_open_beam = ~(group.finished.view(g, -1).all(dim=1) & group.full_stops)
             going = improvement_possible & exists_open_beam & valid_continuations
             if not bool(going.all()):
                 for c in (~going).nonzero().flatten().tolist():
@@ -292,10 +292,10 @@ class Replayer:
     def _start(self, batch: int, nb: int, device) -> None:
         """Initial finished slots: HF's empty ``sequences`` rows are candidates ``0..B-1``."""
         self.n_candidates = batch
-        by_es: dict[str, list[tuple[int, float]]] = {}
-        for u, (lp, es) in enumerate(self.unique):
-            by_es.setdefault(repr(es), []).append((u, lp))
-        self.groups = [_Group(self.unique[m[0][0]][1], m, batch, nb, device) for m in by_es.values()]
+        by_rule: dict[bool, list[tuple[int, float, bool]]] = {}
+        for u, (lp, es) in enumerate(self.unique):  # es is stopping_rule's: "never" has length_penalty > 0
+            by_rule.setdefault(es is True, []).append((u, lp, es == "never"))
+        self.groups = [_Group(full_stops, m, batch, nb, device) for full_stops, m in by_rule.items()]
 
     def outputs(self, record: BatchRecord, count: int | None = None) -> list[Decoded | None]:
         """The first ``count`` configs' sequences and scores, cropped as ``_beam_search`` crops them; None for a
