@@ -4,6 +4,7 @@ its model and data sections, the storage. Nothing is written and Ray is not star
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 from collections.abc import Callable
@@ -34,6 +35,9 @@ class Plan:
     name: str  # the run directory is the first free of storage/name, name-2, ... (claimed when the run starts)
     param_space: dict
     trial_fn: Callable
+    # Checks that take seconds (loading the model's config and tokenizer imports transformers), left to the runner
+    # by plan(defer=True): it runs them while Ray starts, and still before anything is written.
+    pending: tuple[Callable[[], None], ...] = ()
 
 
 def _resolve_path(value: str, base: Path) -> str:
@@ -72,8 +76,9 @@ def resolved_sections(spec: Spec, cache_dir: Path) -> dict:
     return out
 
 
-def preflight(spec: Spec, sections: dict) -> None:
-    """Checks that need more than the YAML: a trainable to run, a usable model and data for the built-in trainables."""
+def preflight(spec: Spec, sections: dict, defer: list | None = None) -> None:
+    """Checks that need more than the YAML: a trainable to run, a usable model and data for the built-in trainables.
+    The slow ones go to ``defer`` when it is given, to be run by the caller before anything is written."""
     from search.trainables import TRAINABLES, load_hook
 
     if not spec.trainable:
@@ -87,7 +92,11 @@ def preflight(spec: Spec, sections: dict) -> None:
 
         validate_model(sections["model"], spec.file)
         if isinstance(sections["model"], str) and not is_uri(sections["model"]):  # a remote one: config.json found
-            check_loadable(sections["model"], spec.file)
+            load = functools.partial(check_loadable, sections["model"], spec.file)
+            if defer is None:
+                load()
+            else:
+                defer.append(load)
     if "data" in sections:
         from search.corpora import validate_data
 
@@ -123,8 +132,9 @@ def _make_trial_fn(fn: Callable, params: tuple[Param, ...]) -> Callable:
     return trial
 
 
-def plan(spec: Spec, *, storage: str | None = None, name: str | None = None) -> Plan:
-    """Build the Tuner's inputs; raises SpecError/DataError before anything is written."""
+def plan(spec: Spec, *, storage: str | None = None, name: str | None = None, defer: bool = False) -> Plan:
+    """Build the Tuner's inputs; raises SpecError/DataError before anything is written. With ``defer``, the slow
+    checks are left in ``Plan.pending`` for the caller to run (``search.tune.runner`` runs them while Ray starts)."""
     from search.trainables import load_function, load_hook
     from search.tune.space import candidates, param_space
 
@@ -141,14 +151,15 @@ def plan(spec: Spec, *, storage: str | None = None, name: str | None = None) -> 
         where = local_path(location)
         cache_dir = where / ".cache"
     sections = resolved_sections(spec, cache_dir)
-    preflight(spec, sections)
+    pending: list[Callable[[], None]] = []
+    preflight(spec, sections, pending if defer else None)
     prepare = load_hook(spec.trainable, "prepare")
     if prepare is not None:
         sections["settings"] = prepare(dict(sections["settings"]), candidates(spec.parameters))
     fn = load_function(spec.trainable, spec.base_dir, spec.file)
     # A grid's trials start in the order the trainable's order_grid hook gives (decode: different passes at once).
     space = {**param_space(spec.parameters, spec.method, load_hook(spec.trainable, "order_grid")), **sections}
-    return Plan(spec, where, name or spec.name, space, _make_trial_fn(fn, spec.parameters))
+    return Plan(spec, where, name or spec.name, space, _make_trial_fn(fn, spec.parameters), tuple(pending))
 
 
 __all__ = ["DATA_NON_PATH_KEYS", "Plan", "plan", "preflight", "resolved_sections"]
