@@ -102,7 +102,7 @@ def test_a_model_that_does_not_load_stops_search_run_while_ray_starts(tmp_path, 
     calls = []
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
     monkeypatch.setattr(ray, "shutdown", lambda: calls.append("shutdown"))
-    monkeypatch.setattr(runner, "_init_ray", lambda address, trainable: calls.append(f"init {trainable}"))
+    monkeypatch.setattr(runner, "_init_ray", lambda address: calls.append("init"))
     model = tmp_path / "model"
     model.mkdir()
     (model / "config.json").write_text("{not json")
@@ -110,30 +110,8 @@ def test_a_model_that_does_not_load_stops_search_run_while_ray_starts(tmp_path, 
     path.write_text(HEAD + "trainable: decode\nmodel: model\ndata: {corpus: bible-en-es}\n")
     with pytest.raises(SpecError, match=r"model: .*config\.json does not load"):
         runner.run(load_spec(path), storage=str(tmp_path / "runs"), progress=False)
-    assert calls == ["init decode", "shutdown"]
+    assert calls == ["init", "shutdown"]
     assert not (tmp_path / "runs").exists()
-
-
-def test_a_local_ray_preloads_the_trainables_modules_and_a_joined_cluster_is_left_as_it_is(monkeypatch):
-    import importlib.util
-
-    import ray
-
-    from search.trainables import TRAINABLES
-    from search.tune import runner
-
-    for info in TRAINABLES.values():  # Ray only logs a module it cannot preload: a typo would cost silently
-        assert all(importlib.util.find_spec(name) is not None for name in info.preload)
-    started = []
-    monkeypatch.setattr(ray, "is_initialized", lambda: False)
-    monkeypatch.setattr(ray, "init", lambda **kwargs: started.append(kwargs))
-    monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    runner._init_ray(None, "decode")
-    runner._init_ray("10.0.0.1:6379", "decode")
-    runner._init_ray(None, "toy_trainables:train")
-    local, joined, user = started
-    assert local["_system_config"]["preload_python_modules"] == list(TRAINABLES["decode"].preload)
-    assert "_system_config" not in joined and "_system_config" not in user
 
 
 def test_validate_on_bad_data_exits_2_with_one_line(tmp_path):

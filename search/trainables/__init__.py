@@ -40,9 +40,6 @@ class TrainableInfo:
         order_grid: optional ``module:function`` called by the runner as ``order_grid(combos) -> combos`` on a grid's
             combinations (nested dicts of searched values): the order its trials start in (the decode trainable's
             interleaves configs of different beam passes, so that concurrent trials decode different passes).
-        preload: modules a Ray the runner starts has every worker import as it starts, before any trial is given to
-            it (Ray's ``preload_python_modules``): a trial's first model load then finds torch and transformers
-            imported instead of spending seconds on them after Tune has placed it.
     """
 
     target: str
@@ -51,20 +48,11 @@ class TrainableInfo:
     check: str | None = None
     start: str | None = None
     order_grid: str | None = None
-    preload: tuple[str, ...] = ()
-
-
-# What a built-in trainable's worker imports before its first model load (transformers' model loading and generation
-# machinery is most of it: ~6 s here; the model's own modeling module is small beside it).
-_MODEL_MODULES = ("torch", "transformers.modeling_utils", "transformers.generation")
 
 
 TRAINABLES: dict[str, TrainableInfo] = {
     "finetune": TrainableInfo(
-        "search.trainables.finetune:finetune",
-        checkpoints=True,
-        check="search.trainables.finetune_config:check",
-        preload=(*_MODEL_MODULES, "search.trainables.finetune"),
+        "search.trainables.finetune:finetune", checkpoints=True, check="search.trainables.finetune_config:check"
     ),
     "decode": TrainableInfo(
         "search.trainables.decode:decode",
@@ -73,7 +61,6 @@ TRAINABLES: dict[str, TrainableInfo] = {
         check="search.trainables.decode:check",
         start="search.trainables.decode:start",
         order_grid="search.trainables.decode:order_grid",
-        preload=(*_MODEL_MODULES, "search.trainables.decode"),
     ),
 }
 

@@ -41,12 +41,8 @@ class _AuthEnabledNote(logging.Filter):
         return not record.getMessage().startswith("Token authentication is enabled for this Ray cluster")
 
 
-def _init_ray(address: str | None, trainable: str | None = None) -> None:
-    """Start a local Ray, or join the cluster at ``address`` (or ``RAY_ADDRESS``); a local Ray's workers import a
-    built-in ``trainable``'s modules as they start (``TrainableInfo.preload``), while the driver sets the sweep up."""
+def _init_ray(address: str | None) -> None:
     import ray
-
-    from search.trainables import TRAINABLES
 
     # Snapshot the experiment state every few seconds (Ray's "auto" waits longer), so that a sweep killed
     # with SIGKILL loses as few finished trials as possible on `search resume`.
@@ -61,13 +57,10 @@ def _init_ray(address: str | None, trainable: str | None = None) -> None:
     # says so on every start; keep the protection, drop the note. Its warning that auth is *disabled* stays.
     logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(_AuthEnabledNote())
     kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
-    preload = TRAINABLES[trainable].preload if trainable in TRAINABLES else ()
-    if address == "local" and preload:  # a cluster that is joined keeps the system config it was started with
-        kwargs["_system_config"] = {"preload_python_modules": list(preload)}
     ray.init(address=address, **kwargs)
 
 
-def _init_ray_checking(address: str | None, trainable: str | None, checks: tuple) -> None:
+def _init_ray_checking(address: str | None, checks: tuple) -> None:
     """``_init_ray`` while ``checks`` (``Plan.pending``) run in a thread: Ray's start is seconds of waiting on its
     processes, the checks seconds of imports. A failed check shuts down a Ray started here and raises its error."""
     import ray
@@ -75,7 +68,7 @@ def _init_ray_checking(address: str | None, trainable: str | None, checks: tuple
     started = not ray.is_initialized()
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="checks") as pool:
         running = [pool.submit(check) for check in checks]
-        _init_ray(address, trainable)
+        _init_ray(address)
         try:
             for check in running:
                 check.result()
@@ -242,7 +235,7 @@ def launch(
     scheduler, search_alg = build_scheduler(spec), build_search_alg(spec, known)
     if spec.seed is not None:
         random.seed(spec.seed)  # PBT's explore/exploit draws from Python's random
-    _init_ray_checking(address, spec.trainable, p.pending)
+    _init_ray_checking(address, p.pending)
     run_dir = claim_run_dir(p.storage, p.name)
     save_spec(spec, run_dir, cuts_trials=SCHEDULERS[spec.scheduler.type].cuts_trials)
     with _services(p) as param_space:
@@ -275,7 +268,7 @@ def resume(run_dir: str | Path, *, address: str | None = None) -> tuple[Any, Pat
     p = plan(saved.spec, storage=str(where.parent), name=where.name)
     if isinstance(where, Remote):  # the saved spec's storage options, with the URI's own
         p = Plan(p.spec, where.parent, p.name, p.param_space, p.trial_fn)
-    _init_ray(address, saved.spec.trainable)
+    _init_ray(address)
     path, filesystem = ray_storage(where)
     with _services(p) as param_space:
         tuner = tune.Tuner.restore(
