@@ -18,11 +18,11 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from functools import cache
 from typing import Any
 
 import numpy as np
@@ -76,13 +76,13 @@ class Metric:
 
 @dataclass(frozen=True)
 class SacreMetric(Metric):
-    """A sacreBLEU metric; ``make`` builds its sacreBLEU object (``BLEU``, ``CHRF(word_order=2)``, ``TER``)."""
+    """A sacreBLEU metric; ``make(**kwargs)`` builds its sacreBLEU object (``BLEU``, ``CHRF(word_order=2)``, ``TER``)."""
 
-    make: Callable[[], Any] = BLEU
+    make: Callable[..., Any] = BLEU
 
     def compute(self, hypotheses: list[str], references: list[str]) -> tuple[float, str]:
-        metric = self.make()
-        return metric.corpus_score(hypotheses, [references]).score, str(metric.get_signature())
+        metric = _scorer(self, tuple(references)) if references else self.make()
+        return metric.corpus_score(hypotheses, None if references else [references]).score, str(metric.get_signature())
 
     def bootstrap(
         self, baseline: list[str], systems: dict[str, list[str]], references: list[str], n_samples: int, seed: int
@@ -112,10 +112,19 @@ class SacreMetric(Metric):
         return BootstrapResult(p_values=p_values, signature=str(signatures[key]), n_samples=n_samples)
 
 
+@functools.lru_cache(maxsize=8)
+def _scorer(metric: SacreMetric, references: tuple[str, ...]) -> Any:
+    """``metric``'s sacreBLEU object with the statistics of ``references`` computed once (sacreBLEU's reference
+    cache): the trials of a sweep score the same references over and over, and preparing them each time made a
+    decode trial's BLEU and chrF of 300 sentences cost 0.27 s instead of 0.16 s. Scores and signatures are those of
+    ``corpus_score(hypotheses, [references])``."""
+    return metric.make(references=[list(references)])
+
+
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")  # rougeLsum's sentence split: nltk's punkt would need a download
 
 
-@cache
+@functools.cache
 def _rouge_scorer(rouge_type: str):
     from rouge_score.rouge_scorer import RougeScorer
 
@@ -196,7 +205,7 @@ def bootstrap_p_value(
 METRICS: dict[str, Metric] = {
     "bleu": SacreMetric("bleu", "maximize", "sacreBLEU", BLEU),
     "chrf": SacreMetric("chrf", "maximize", "sacreBLEU", CHRF),
-    "chrfpp": SacreMetric("chrfpp", "maximize", "sacreBLEU", lambda: CHRF(word_order=2)),  # chrF++
+    "chrfpp": SacreMetric("chrfpp", "maximize", "sacreBLEU", functools.partial(CHRF, word_order=2)),  # chrF++
     "ter": SacreMetric("ter", "minimize", "sacreBLEU", TER),
     **{
         name: RougeMetric(name, "maximize", "sacreBLEU's test on per-sentence ROUGE")

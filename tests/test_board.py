@@ -242,8 +242,9 @@ def test_trials_without_a_shared_disk_decode_each_pass_once(ray_session, tiny_mo
     from ray import tune
 
     from search.trainables import decode as decode_module
+    from search.trainables import decode_config
 
-    settings, board = decode_module.start(decode_module.prepare(SETTINGS, GRID))
+    settings, board = decode_config.start(decode_config.prepare(SETTINGS, GRID))
     nodes = tmp_path / "nodes"
 
     def on_own_disk(config: dict) -> None:

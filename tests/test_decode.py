@@ -12,7 +12,8 @@ import torch
 
 from search.decoding import PassBoard, canonical, planned_configs, source_batches
 from search.trainables import decode as decode_module
-from search.trainables.decode import generation_args, prepare, run
+from search.trainables.decode import generation_args, run
+from search.trainables.decode_config import SETTING_DEFAULTS, prepare
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 DATA = {"corpus": "bible-en-es"}
@@ -155,7 +156,7 @@ def test_a_later_run_reads_its_machines_disk_first(model_dir, tmp_path, monkeypa
 
 
 def test_canonical_duplicates(model_dir):
-    model, _ = decode_module.load(model_dir, {**decode_module.SETTING_DEFAULTS}, DATA)
+    model, _ = decode_module.load(model_dir, {**SETTING_DEFAULTS}, DATA)
     shared = {"max_new_tokens": 5}
     never = canonical(model, {"num_beams": 3, "length_penalty": -1.0, "early_stopping": "never"}, shared)
     false = canonical(model, {"num_beams": 3, "length_penalty": -1.0, "early_stopping": False}, shared)
@@ -193,7 +194,7 @@ def test_tune_grid_reports_shared_passes(ray_session, model_dir, tmp_path):
 def test_order_grid_interleaves_passes_longest_first():
     """Consecutive trials of the seed grid lease different beam passes (most beams first); every config once."""
     from search.spec import validate
-    from search.trainables.decode import order_grid
+    from search.trainables.decode_config import order_grid
     from search.tune.space import param_space
 
     grid = [
@@ -210,3 +211,27 @@ def test_order_grid_interleaves_passes_longest_first():
                     "s.yaml")  # fmt: skip
     space = param_space(spec.parameters, "grid", order_grid)
     assert [c["num_beams"] for c in space["_grid"]["grid_search"]] == [8, 4, 8, 4]
+
+
+def test_planning_a_decode_sweep_imports_neither_torch_nor_transformers(tmp_path):
+    """The driver plans a decode sweep (hooks, checks but the model's, the trial function) without the ~3 s of torch
+    imports; the trial function pickles small and imports the trainable where it first runs."""
+    import subprocess
+    import sys
+
+    spec = Path(__file__).resolve().parents[1] / "experiments" / "decode_seed_grid.yaml"
+    script = f"""
+import sys
+from search.spec import load_spec
+from search.tune.plan import plan
+p = plan(load_spec({str(spec)!r}), storage={str(tmp_path)!r}, defer=True)
+assert p.param_space["settings"]["decode_plan"]["grid"], p.param_space["settings"]
+assert len(p.pending) == 1  # the model's check, left to run while Ray starts
+import ray.cloudpickle
+assert len(ray.cloudpickle.dumps(p.trial_fn)) < 10_000  # by name: no module's code shipped
+print(sorted(m for m in ("torch", "transformers") if m in sys.modules))
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]"
+    assert not list(tmp_path.iterdir())  # nothing written

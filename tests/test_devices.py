@@ -16,6 +16,7 @@ import torch
 
 from search.errors import SpecError
 from search.trainables import decode as decode_module
+from search.trainables import decode_config
 from search.trainables import finetune as ft
 from search.trainables.checkpoints import load_training_state
 from search.trainables.device import Compute, resolve_device, trial_gpus
@@ -132,7 +133,7 @@ def test_both_trainables_check_device_and_precision(tmp_path, settings, key, wor
         config(tmp_path, **settings)
     assert (err.value.key, err.value.message) == (key, words)
     with pytest.raises(SpecError) as err:
-        decode_module.resolve_settings({"model": "m", "data": {}, "settings": settings}, "s.yaml")
+        decode_config.resolve_settings({"model": "m", "data": {}, "settings": settings}, "s.yaml")
     assert (err.value.key, err.value.message) == (key, words)
 
 
@@ -271,7 +272,7 @@ def test_bf16_decode_on_the_cpu(tiny_model, tmp_path):
 def test_decode_pass_runs_generate_under_autocast(tiny_model):
     from search.decoding import source_batches
 
-    settings = {**decode_module.SETTING_DEFAULTS, "device": "cpu"}
+    settings = {**decode_config.SETTING_DEFAULTS, "device": "cpu"}
     model, tokenizer = decode_module.load(str(tiny_model), settings, {})
     seen = []
     handle = model.get_output_embeddings().register_forward_hook(lambda m, i, out: seen.append(out.dtype))

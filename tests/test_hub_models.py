@@ -154,7 +154,8 @@ def test_online_without_network_fails_in_one_line(hub_cache, monkeypatch):
 
 
 def test_decode_by_hub_id(two_revisions, tmp_path):
-    from search.trainables.decode import decode_and_score, prepare
+    from search.trainables.decode import decode_and_score
+    from search.trainables.decode_config import prepare
 
     settings = prepare({"limit": 4, "batch_size": 4, "max_new_tokens": 5, "cache_dir": str(tmp_path / "c")}, {})
     config = {"model": "org/tiny@v2", "data": {"corpus": "bible-en-es"}, "settings": settings, "num_beams": 2}

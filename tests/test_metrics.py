@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers import REFERENCES, translations
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from rouge_score.rouge_scorer import RougeScorer
 from sacrebleu.metrics import BLEU, CHRF, TER
 
@@ -34,6 +36,23 @@ def test_sacrebleu_metrics_equal_sacrebleu(name):
     assert scores[name] == metric.corpus_score(HYPS, [REFS]).score
     assert scores[f"{name}_signature"] == str(metric.get_signature())
     assert set(scores) == {name, f"{name}_signature"}
+
+
+WORDS = st.sampled_from(["the", "cat", "sat", "on", "mat", "a", "dog", ".", "Rain", "in", "Spain", "runs", "¿qué?"])
+SENTENCES = st.lists(WORDS, max_size=8).map(" ".join)
+
+
+@settings(max_examples=30, deadline=None)
+@given(pairs=st.lists(st.tuples(SENTENCES, SENTENCES, SENTENCES), min_size=1, max_size=12))
+def test_scores_against_references_seen_before_equal_sacrebleus(pairs):
+    """The trials of a sweep score many systems against the same references (cached once per process): every
+    system's score and signature stay those of a fresh sacreBLEU object."""
+    refs, first, second = (list(column) for column in zip(*pairs, strict=True))
+    for hyps in (first, second, first):
+        for name, make in SACRE.items():
+            metric = make()
+            expected = (metric.corpus_score(hyps, [refs]).score, str(metric.get_signature()))
+            assert METRICS[name].compute(hyps, list(refs)) == expected
 
 
 @pytest.mark.parametrize("name", ["rouge1", "rouge2", "rougeL"])
@@ -84,7 +103,7 @@ CONFIG = {"model": "m", "data": {"corpus": "bible-en-es"}}
 
 
 def _decode_metrics(settings: dict) -> list[str]:
-    from search.trainables.decode import resolve_settings
+    from search.trainables.decode_config import resolve_settings
 
     return resolve_settings({**CONFIG, "settings": settings}, "s.yaml")["metrics"]
 

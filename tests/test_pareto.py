@@ -155,10 +155,11 @@ def test_decode_trials_report_their_own_output_steps_and_cost(model_dir, tmp_pat
     from search.corpora import load_pairs
     from search.decoding import source_batches
     from search.trainables import decode as decode_module
+    from search.trainables.decode_config import SETTING_DEFAULTS
 
     grid = {"num_beams": [1, 3], "length_penalty": [-1.0, 0.5, 2.0], "early_stopping": [True, False, "never"]}
     config = base(model_dir, tmp_path, grid)
-    settings = {**decode_module.SETTING_DEFAULTS, "cache_dir": str(tmp_path)}
+    settings = {**SETTING_DEFAULTS, "cache_dir": str(tmp_path)}
     model, tokenizer = decode_module.load(model_dir, settings, DATA)
     batches = source_batches(tokenizer, load_pairs(DATA, "dev", limit=12).sources, 5, 128)
     seen = set()

@@ -16,21 +16,22 @@ from search.lazy import lazy_names
 
 # public name -> the module that defines it
 _LAZY = {
-    **dict.fromkeys(("Decoded", "decode_configs", "decoding_kind", "stopping_rule"), "search.decoding.beam"),
+    **dict.fromkeys(
+        ("Decoded", "canonical", "decode_configs", "decoding_kind", "stopping_rule"), "search.decoding.beam"
+    ),
     **dict.fromkeys(("PassBoard", "create_board", "open_board", "share"), "search.decoding.board"),
     **dict.fromkeys(("DecodeCache", "digest", "model_fingerprint"), "search.decoding.cache"),
     **dict.fromkeys(
-        ("canonical", "config_label", "plain_args", "plan_of", "planned_configs", "source_batches"),
+        ("config_label", "plain_args", "plan_of", "planned_configs", "source_batches"),
         "search.decoding.configs",
     ),
 }
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time PEP 562's __getattr__ imports on first use
-    from search.decoding.beam import Decoded, decode_configs, decoding_kind, stopping_rule
+    from search.decoding.beam import Decoded, canonical, decode_configs, decoding_kind, stopping_rule
     from search.decoding.board import PassBoard, create_board, open_board, share
     from search.decoding.cache import DecodeCache, digest, model_fingerprint
     from search.decoding.configs import (
-        canonical,
         config_label,
         plain_args,
         plan_of,

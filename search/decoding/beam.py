@@ -36,13 +36,12 @@ from typing import Any
 import torch
 
 from search.decoding.cache import RECORD_FORMAT, digest
+from search.decoding.configs import REPLAYED
 from search.decoding.records import BatchRecord, Decoded, Recorder, Replayer, replay
-from search.decoding.records import stopping_rule as stopping_rule  # re-exported: configs and callers use it here
+from search.decoding.records import stopping_rule as stopping_rule  # re-exported: callers use it here
 
 # The private helpers the hooks replace; their absence means an untested transformers version.
 HELPERS = ("_update_finished_beams", "_check_early_stop_heuristic", "_beam_search_has_unfinished_sequences")
-# Per-config arguments the replay handles; every other argument must be equal within a pass.
-REPLAYED = ("num_beams", "length_penalty", "early_stopping", "num_return_sequences")
 # Arguments that act on the running beams only (logits processors, lengths, ids): shared by the configs of one pass.
 SHARED_OK = frozenset(
     {
@@ -86,6 +85,27 @@ def decoding_kind(model: Any, config: dict, shared: dict) -> tuple[str, tuple, d
         return None
     replay = {"length_penalty": gen.length_penalty, "early_stopping": gen.early_stopping, "num_return_sequences": nrs}
     return "beam", (gen.num_beams, rest), replay
+
+
+def canonical(model: Any, args: dict, shared: dict) -> tuple[tuple, dict]:
+    """``(pass key, canonical config)``: configs with equal canonical configs decode to the same text.
+
+    Greedy decoding ignores ``length_penalty``/``early_stopping``; :func:`stopping_rule` equates ``"never"`` with
+    ``False`` when ``length_penalty <= 0``; the top hypothesis does not depend on ``num_return_sequences``.
+    """
+    how = decoding_kind(model, args, shared)
+    if how is None:
+        return ("plain", digest({**shared, **args})), dict(args)
+    kind, pass_key, replay = how
+    rest = {k: v for k, v in args.items() if k not in ("length_penalty", "early_stopping", "num_return_sequences")}
+    if kind == "greedy":
+        return (kind, *pass_key), {**rest, "num_beams": 1}
+    lp = replay["length_penalty"]
+    return (kind, *pass_key), {
+        **rest,
+        "length_penalty": lp,
+        "early_stopping": stopping_rule(lp, replay["early_stopping"]),
+    }
 
 
 def decode_configs(

@@ -1,4 +1,6 @@
-"""Decoding configs: which ``generate()`` configs decode alike, which a shared pass covers, and the fixed batches.
+"""Decoding configs, without the model or torch (the driver plans with them): the arguments the replay handles, the
+searched values a shared pass covers, and the fixed batches. Which configs decode alike needs the model
+(``search.decoding.beam.canonical``).
 
 Example:
     >>> plan = plan_of({"num_beams": [4, 8], "length_penalty": (0.5, 1.5)})
@@ -16,9 +18,8 @@ import itertools
 import math
 from typing import Any
 
-from search.decoding.beam import decoding_kind, stopping_rule
-from search.decoding.cache import digest
-
+# Per-config arguments the replay handles; every other argument must be equal within a pass.
+REPLAYED = ("num_beams", "length_penalty", "early_stopping", "num_return_sequences")
 # A grid with more configs than this is not decoded ahead; each trial decodes its own config.
 MAX_PLANNED = 10_000
 # generate() arguments that are integers; hyperopt hands them over as floats.
@@ -35,27 +36,6 @@ def plain_args(args: dict[str, Any]) -> dict[str, Any]:
     if isinstance(out.get("length_penalty"), int) and not isinstance(out["length_penalty"], bool):
         out["length_penalty"] = float(out["length_penalty"])
     return out
-
-
-def canonical(model: Any, args: dict, shared: dict) -> tuple[tuple, dict]:
-    """``(pass key, canonical config)``: configs with equal canonical configs decode to the same text.
-
-    Greedy decoding ignores ``length_penalty``/``early_stopping``; :func:`stopping_rule` equates ``"never"`` with
-    ``False`` when ``length_penalty <= 0``; the top hypothesis does not depend on ``num_return_sequences``.
-    """
-    how = decoding_kind(model, args, shared)
-    if how is None:
-        return ("plain", digest({**shared, **args})), dict(args)
-    kind, pass_key, replay = how
-    rest = {k: v for k, v in args.items() if k not in ("length_penalty", "early_stopping", "num_return_sequences")}
-    if kind == "greedy":
-        return (kind, *pass_key), {**rest, "num_beams": 1}
-    lp = replay["length_penalty"]
-    return (kind, *pass_key), {
-        **rest,
-        "length_penalty": lp,
-        "early_stopping": stopping_rule(lp, replay["early_stopping"]),
-    }
 
 
 def config_label(config: dict) -> str:
@@ -130,7 +110,7 @@ def source_batches(tokenizer, sources: list[str], batch_size: int, max_length: i
 
 __all__ = [
     "MAX_PLANNED",
-    "canonical",
+    "REPLAYED",
     "horizon",
     "config_label",
     "plain_args",

@@ -28,39 +28,34 @@ class TrainableInfo:
     """What the runner needs to know about a trainable before it runs.
 
     Attributes:
-        target: ``module:function`` import path of the function.
+        target: ``module:function`` import path of the function (imported only by the trials: torch, for ours).
         checkpoints: whether it saves and restores Tune checkpoints (required by PBT).
-        prepare: optional ``module:function`` called by the runner as ``prepare(settings, candidates)`` before the
-            sweep, returning the ``settings`` to use (e.g. with the decoding plan shared by trials).
-        check: optional ``module:function`` called by the runner as ``check(config, searched_names, spec_file)``
-            before anything is written, with the trial config less the searched values; raises ``SpecError``.
-        start: optional ``module:function`` called by the runner on the driver once Ray is up, as
-            ``start(settings) -> (settings, handle)``: starts what the sweep's trials share (the decode trainable's
-            pass board); the driver keeps ``handle`` until the sweep ends.
-        order_grid: optional ``module:function`` called by the runner as ``order_grid(combos) -> combos`` on a grid's
-            combinations (nested dicts of searched values): the order its trials start in (the decode trainable's
-            interleaves configs of different beam passes, so that concurrent trials decode different passes).
+        setup: optional module of the trainable's driver side, importable without torch: its ``PRIMARY_METRIC`` and
+            the hooks the runner calls when the module defines them:
+
+            - ``check(config, searched_names, spec_file)`` before anything is written, with the trial config less
+              the searched values; raises ``SpecError``;
+            - ``prepare(settings, candidates) -> settings`` before the sweep (e.g. the decoding plan trials share);
+            - ``start(settings) -> (settings, handle)`` on the driver once Ray is up: starts what the sweep's trials
+              share (the decode trainable's pass board); the driver keeps ``handle`` until the sweep ends;
+            - ``order_grid(combos) -> combos`` on a grid's combinations (nested dicts of searched values): the order
+              its trials start in (decode interleaves configs of different beam passes, so that concurrent trials
+              decode different passes).
     """
 
     target: str
     checkpoints: bool
-    prepare: str | None = None
-    check: str | None = None
-    start: str | None = None
-    order_grid: str | None = None
+    setup: str | None = None
 
+
+HOOKS = ("check", "prepare", "start", "order_grid")
 
 TRAINABLES: dict[str, TrainableInfo] = {
     "finetune": TrainableInfo(
-        "search.trainables.finetune:finetune", checkpoints=True, check="search.trainables.finetune_config:check"
+        "search.trainables.finetune:finetune", checkpoints=True, setup="search.trainables.finetune_config"
     ),
     "decode": TrainableInfo(
-        "search.trainables.decode:decode",
-        checkpoints=False,
-        prepare="search.trainables.decode:prepare",
-        check="search.trainables.decode:check",
-        start="search.trainables.decode:start",
-        order_grid="search.trainables.decode:order_grid",
+        "search.trainables.decode:decode", checkpoints=False, setup="search.trainables.decode_config"
     ),
 }
 
@@ -125,33 +120,50 @@ def trainable_info(name: str, base_dir: Path, file: str) -> TrainableInfo:
     return TrainableInfo(target=name, checkpoints=bool(getattr(fn, "__search_checkpoints__", False)))
 
 
+class _Deferred:
+    """A registered trainable by its import path: picklable without importing it, imported on the first call (so the
+    driver never imports torch; each trial's worker does, once)."""
+
+    def __init__(self, target: str):
+        self.target = target
+        self.__name__ = target.rpartition(":")[2]
+
+    def __call__(self, config: dict) -> Any:
+        module, _, func = self.target.partition(":")
+        return getattr(importlib.import_module(module), func)(config)
+
+
 def load_function(name: str, base_dir: Path, file: str) -> Callable:
-    """The trainable function itself (imports torch for the built-in ones)."""
+    """The trainable function: a registered one imported where it is first called (not here), a user's own
+    ``module:function`` imported now (to check it exists)."""
     if name in TRAINABLES:
-        module, _, func = TRAINABLES[name].target.partition(":")
-        return getattr(importlib.import_module(module), func)
+        return _Deferred(TRAINABLES[name].target)
     return _import_user_function(name, Path(base_dir), file)
 
 
+def _setup_module(name: str) -> Any:
+    setup = TRAINABLES[name].setup if name in TRAINABLES else None
+    return None if setup is None else importlib.import_module(setup)
+
+
 def primary_metric(name: str, base_dir: Path, file: str) -> Any:
-    """The ``PRIMARY_METRIC`` the trainable's module declares (a ``{name, goal}`` mapping, checked by the caller),
-    or None. Imports the module: torch, for the built-in trainables."""
+    """The ``PRIMARY_METRIC`` the trainable declares (a ``{name, goal}`` mapping, checked by the caller), or None: a
+    registered one in its ``setup`` module, a user's in the function's module (imported)."""
     if name in TRAINABLES:
-        module = importlib.import_module(TRAINABLES[name].target.partition(":")[0])
+        module = _setup_module(name)
     else:
         module = inspect.getmodule(_import_user_function(name, Path(base_dir), file))
     return getattr(module, "PRIMARY_METRIC", None)
 
 
 def load_hook(name: str, hook: str) -> Callable | None:
-    """A registered trainable's ``prepare``, ``check``, ``start`` or ``order_grid`` function, or None."""
-    target = getattr(TRAINABLES.get(name), hook, None)
-    if target is None:
-        return None
-    module, _, func = target.partition(":")
-    return getattr(importlib.import_module(module), func)
+    """A registered trainable's ``check``, ``prepare``, ``start`` or ``order_grid`` function (``HOOKS``), or None."""
+    if hook not in HOOKS:
+        raise ValueError(f"unknown hook {hook!r}; valid: {', '.join(HOOKS)}")
+    return getattr(_setup_module(name), hook, None)
 
 
 __all__ = [
-    "TRAINABLES", "TrainableInfo", "checkpointing", "load_function", "load_hook", "primary_metric", "trainable_info",
+    "HOOKS", "TRAINABLES", "TrainableInfo", "checkpointing", "load_function", "load_hook", "primary_metric",
+    "trainable_info",
 ]  # fmt: skip

@@ -34,8 +34,6 @@ from search.trainables.device import Compute
 from search.trainables.finetune_config import FinetuneConfig, resolve_config
 from search.trainables.outputs import write_translations
 
-PRIMARY_METRIC = {"name": "bleu", "goal": "maximize"}  # what a sweep without `metric:` ranks trials by
-
 # ---------------------------------------------------------------- batches
 
 

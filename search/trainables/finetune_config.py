@@ -29,6 +29,8 @@ HPARAM_DEFAULTS: dict[str, Any] = {
     "max_grad_norm": 1.0,  # clip the gradient norm at this value; 0 disables clipping
     "seed": 0,  # model initialisation, batch order and dropout
 }
+PRIMARY_METRIC = {"name": "bleu", "goal": "maximize"}  # what a sweep without `metric:` ranks trials by
+
 SETTING_DEFAULTS: dict[str, Any] = {
     "max_steps": 2000,  # training budget in optimizer steps; the LR decays linearly to 0 here
     "grad_accum": 1,  # micro-batches (of batch_tokens each) per optimizer step: larger batches in the same memory
