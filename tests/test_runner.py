@@ -120,6 +120,25 @@ parameters: {x: {values: [1, 2, 3]}}
     assert ranking.best.params["x"] == 3
 
 
+def test_the_cli_leaves_a_ray_it_did_not_start_running(run_sweep, capsys):
+    """`search run` ranks while it shuts down the Ray it started; a Ray someone else started (this session's) stays."""
+    import ray
+
+    from search.__main__ import _finish
+
+    _, run_dir = run_sweep(
+        """
+method: grid
+metric: {name: score, goal: maximize}
+trainable: TOY:quadratic
+parameters: {x: {values: [1, 2]}}
+"""
+    )
+    assert _finish(run_dir, "table") == 0
+    assert "run directory:" in capsys.readouterr().out
+    assert ray.is_initialized()
+
+
 @pytest.mark.slow
 def test_sigkill_then_resume_keeps_finished_trials(write_spec, tmp_path):
     """A sweep killed with SIGKILL continues with `search resume`; trials that had finished are not run again."""

@@ -287,9 +287,9 @@ def create_board(ttl_s: float = LEASE_TTL_S) -> tuple[str, Any]:
     name = f"search-passes-{uuid.uuid4().hex}"
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
     options = {"name": name, "namespace": NAMESPACE, "num_cpus": 0, "scheduling_strategy": here}
-    actor = ray.remote(PassBoard).options(**options).remote(ttl_s)
-    ray.get(actor.stats.remote())  # up before the first trial looks it up
-    return name, actor
+    # Not waited for: a named actor's name is registered before .remote() returns, and calls wait until it is up,
+    # so the board starts while the trials' workers do.
+    return name, ray.remote(PassBoard).options(**options).remote(ttl_s)
 
 
 _OPENED: dict[str, RemoteBoard | None] = {}  # per process: a reused trial worker looks its board up once

@@ -10,6 +10,6 @@ line per event and keeps good copies of the state; ``wandb`` keeps the API key o
 from search.tune.extend import extend
 from search.tune.plan import plan
 from search.tune.registry import check_spec
-from search.tune.runner import resume, run
+from search.tune.runner import disconnect, resume, run
 
-__all__ = ["check_spec", "extend", "plan", "resume", "run"]
+__all__ = ["check_spec", "disconnect", "extend", "plan", "resume", "run"]

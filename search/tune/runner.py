@@ -41,6 +41,9 @@ class _AuthEnabledNote(logging.Filter):
         return not record.getMessage().startswith("Token authentication is enabled for this Ray cluster")
 
 
+_RAY = {"started": False}  # whether this process started the Ray it is connected to (_init_ray), for disconnect()
+
+
 def _init_ray(address: str | None) -> None:
     import ray
 
@@ -58,6 +61,7 @@ def _init_ray(address: str | None) -> None:
     logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(_AuthEnabledNote())
     kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
     ray.init(address=address, **kwargs)
+    _RAY["started"] = True
 
 
 def _init_ray_checking(address: str | None, checks: tuple) -> None:
@@ -76,6 +80,16 @@ def _init_ray_checking(address: str | None, checks: tuple) -> None:
             if started:
                 ray.shutdown()
             raise
+
+
+def disconnect() -> None:
+    """Leave a Ray that a run, resume or extend of this process started or joined, as the process's exit would (a
+    local Ray stops, a cluster goes on), at a moment the caller chooses; a Ray started by someone else stays."""
+    import ray
+
+    if _RAY["started"] and ray.is_initialized():
+        ray.shutdown()
+    _RAY["started"] = False
 
 
 def _callbacks(spec: Spec, run_dir: Path | Remote, progress: bool) -> list:
