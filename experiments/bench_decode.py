@@ -6,7 +6,9 @@ Grids: the 48-config seed grid (num_beams 5,8,11,15 x length_penalty 0.6..1.1 x 
 72-config grid that adds early_stopping "never". For every config the corpus BLEU of both ways must be identical.
 The grid's *limit* is one beam pass per distinct num_beams that runs as long as its longest config: per num_beams,
 the slowest of that group's plain ``generate()`` times, summed (``limit_ratio`` = fast / limit, 1.0 at best;
-``limit_cpu_ratio`` the same in process CPU time, robust to other load).
+``limit_cpu_ratio`` the same in process CPU time, robust to other load). The slowest config of each group (by the
+naive runs) is run again right after the group's pass, and that time is the limit: this VM's speed drifts by 10-15%
+over the minutes between the naive runs and ours (``limit_naive_s``: the limit from the naive runs themselves).
 
 Continuous: hyperopt's TPE (fixed seed) over length_penalty in [0.3, 2.0] x early_stopping {true, false} x num_beams
 {4, 8}, ``--samples`` samples maximizing BLEU. Naive: one ``generate()`` per sample. Ours: per num_beams one recorded
@@ -14,7 +16,7 @@ pass long enough for the whole range (``configs.horizon``, as the decode trainab
 from the records without the model (decoded when not covered: ``fallbacks``). Decoder forward steps are counted.
 
 CLI: the 48-config grid through ``search run`` (2 trial slots of 1 CPU, a fresh decode cache), against the in-process
-one-pass time of that grid (1 thread).
+one-pass time of that grid (1 thread), timed right before and right after the CLI run (their mean).
 
     python experiments/bench_decode.py --sentences 300 --threads 1 --json   # the shipped model (experiments/models)
     python experiments/bench_decode.py --model DIR --grids 48 --no-cli
@@ -27,6 +29,7 @@ Peak memory is the peak resident-set growth of the process during each way (samp
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -119,20 +122,39 @@ def model_bleu(model, tokenizer, batches, references, shared: dict) -> float:
     return round(corpus_scores(texts(tokenizer, batches, outs), references)["bleu"], 2)
 
 
-def fast_way(model, batches, configs: list[dict], shared: dict) -> list[list]:
-    """One pass per num_beams, batch by batch: every config's output tensors."""
+def fast_way(model, batches, configs: list[dict], shared: dict, limit_of=None) -> tuple[list[list], dict]:
+    """One pass per num_beams, batch by batch: every config's output tensors, and ``{"fast": (wall, cpu),
+    "limit": (wall, cpu)}`` seconds. With ``limit_of(members) -> config`` (the group's slowest plain config), each
+    pass is followed by that config's plain ``generate()`` over the same batches: the limit, timed next to the pass
+    it bounds (this VM's speed drifts by 10-15% over the minutes between the naive runs and ours)."""
     from search.decoding import decode_configs
 
     by_beams: dict[int, list[int]] = {}
     for i, c in enumerate(configs):
         by_beams.setdefault(c["num_beams"], []).append(i)
     fast: list[list] = [[] for _ in configs]
+    seconds = {"fast": [0.0, 0.0], "limit": [0.0, 0.0]}
     for members in by_beams.values():
-        for _, inputs in batches:
-            outs = decode_configs(model, inputs, [configs[i] for i in members], shared)
-            for i, out in zip(members, outs, strict=True):
-                fast[i].append(out.sequences)
-    return fast
+        with _timed(seconds["fast"]):
+            for _, inputs in batches:
+                outs = decode_configs(model, inputs, [configs[i] for i in members], shared)
+                for i, out in zip(members, outs, strict=True):
+                    fast[i].append(out.sequences)
+        if limit_of is not None:
+            slowest = limit_of([configs[i] for i in members])
+            with _timed(seconds["limit"]):
+                for _, inputs in batches:
+                    model.generate(**inputs, **shared, **slowest)
+    return fast, {k: tuple(v) for k, v in seconds.items()}
+
+
+@contextlib.contextmanager
+def _timed(total: list[float]):
+    """Add the block's wall and process CPU seconds to ``total`` (``[wall, cpu]``)."""
+    began = time.perf_counter(), time.process_time()
+    yield
+    total[0] += time.perf_counter() - began[0]
+    total[1] += time.process_time() - began[1]
 
 
 def key_of(config: dict) -> str:
@@ -163,16 +185,20 @@ def bench(model, tokenizer, batches, references, configs: list[dict], shared: di
     naive = [done["outputs"][key_of(c)] for c in configs]
     config_s = [done["times"][key_of(c)] for c in configs]
     naive_s, naive_cpu = (sum(times) for times in zip(*config_s, strict=True))
-    # The limit: one pass per num_beams as long as its longest config, i.e. the group's slowest generate().
+    # The limit: one pass per num_beams as long as its longest config, i.e. the group's slowest generate() (by the
+    # naive runs' CPU time), run again right after the group's pass; the naive runs' own figure is kept beside it.
     slowest: dict[int, tuple[float, float]] = {}
     for c, (wall, cpu_s) in zip(configs, config_s, strict=True):
         before = slowest.get(c["num_beams"], (0.0, 0.0))
         slowest[c["num_beams"]] = (max(before[0], wall), max(before[1], cpu_s))
-    limit_s, limit_cpu = (sum(times) for times in zip(*slowest.values(), strict=True))
+    limit_naive_s, limit_naive_cpu = (sum(times) for times in zip(*slowest.values(), strict=True))
+
+    def limit_of(members: list[dict]) -> dict:
+        return max(members, key=lambda c: done["times"][key_of(c)][1])
+
     with PeakRSS() as fast_mem:
-        start, cpu = time.perf_counter(), time.process_time()
-        fast = fast_way(model, batches, configs, shared)
-        fast_s, fast_cpu = time.perf_counter() - start, time.process_time() - cpu
+        fast, seconds = fast_way(model, batches, configs, shared, limit_of)
+    (fast_s, fast_cpu), (limit_s, limit_cpu) = seconds["fast"], seconds["limit"]
     bleu_naive = [corpus_scores(texts(tokenizer, batches, o), references)["bleu"] for o in naive]
     bleu_fast = [corpus_scores(texts(tokenizer, batches, o), references)["bleu"] for o in fast]
     tokens_identical = all(
@@ -188,6 +214,9 @@ def bench(model, tokenizer, batches, references, configs: list[dict], shared: di
         "limit_ratio": round(fast_s / limit_s, 3),
         "limit_cpu_s": round(limit_cpu, 2),
         "limit_cpu_ratio": round(fast_cpu / limit_cpu, 3),
+        # the limit from the naive runs, minutes before ours (drift included)
+        "limit_naive_s": round(limit_naive_s, 2),
+        "limit_naive_cpu_s": round(limit_naive_cpu, 2),
         # CPU seconds of this process: with 1 thread, robust to other load on the machine (wall time is not).
         "naive_cpu_s": round(naive_cpu, 2),
         "fast_cpu_s": round(fast_cpu, 2),
@@ -300,11 +329,13 @@ def cli_spec(model_dir: Path, configs: list[dict], args: argparse.Namespace) -> 
     }  # fmt: skip
 
 
-def bench_cli(model_dir: Path, configs: list[dict], args: argparse.Namespace, inprocess_s: float) -> dict:
+def bench_cli(model_dir: Path, configs: list[dict], args: argparse.Namespace, inprocess) -> dict:
     """The grid through ``search run`` in a subprocess, its storage (and so its decode cache, ``storage/.cache``)
-    fresh in a temporary directory: wall seconds against the in-process one-pass seconds."""
+    fresh in a temporary directory: wall seconds against the in-process one-pass seconds, ``inprocess()`` timed
+    right before and right after the CLI run (this VM's speed drifts by 10-15% within minutes), their mean."""
     import yaml
 
+    before = inprocess()["fast"][0]
     with tempfile.TemporaryDirectory(prefix="bench-cli-") as tmp:
         spec = Path(tmp) / "grid.yaml"
         spec.write_text(yaml.safe_dump(cli_spec(model_dir, configs, args), sort_keys=False))
@@ -316,11 +347,14 @@ def bench_cli(model_dir: Path, configs: list[dict], args: argparse.Namespace, in
         cli_s = time.perf_counter() - start
     if proc.returncode != 0:
         sys.exit(f"search run failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
+    after = inprocess()["fast"][0]
+    inprocess_s = (before + after) / 2
     return {
         "cli": True,
         "configs": len(configs),
         "cli_s": round(cli_s, 2),
         "inprocess_s": round(inprocess_s, 2),
+        "inprocess_before_after_s": [round(before, 2), round(after, 2)],
         "cli_ratio": round(cli_s / inprocess_s, 3),
     }
 
@@ -412,12 +446,11 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(result) if args.json else line(result, len(pairs), args.threads), flush=True)
 
     grids = {"48": grid([True, False]), "72": grid([True, False, "never"])}
-    fast_48, names = None, list(filter(None, args.grids.split(",")))
+    names = list(filter(None, args.grids.split(",")))
     union = list({key_of(c): c for name in names for c in grids[name]}.values())
     done = naive_way(model, batches, union, shared)  # once per config, whatever grids it is in
     for name in names:
         result = bench(model, tokenizer, batches, pairs.references, grids[name], shared, done)
-        fast_48 = result["fast_s"] if name == "48" else fast_48
         report(result)
         if not (result["bleu_identical"] and result["tokens_identical"]):
             sys.exit(1)
@@ -427,11 +460,7 @@ def main(argv: list[str] | None = None) -> None:
         if not result["scores_identical"]:
             sys.exit(1)
     if not args.no_cli:
-        if fast_48 is None:  # the in-process figure of the 48 grid, if its bench did not run
-            start = time.perf_counter()
-            fast_way(model, batches, grids["48"], shared)
-            fast_48 = time.perf_counter() - start
-        report(bench_cli(model_dir, grids["48"], args, fast_48))
+        report(bench_cli(model_dir, grids["48"], args, lambda: fast_way(model, batches, grids["48"], shared)[1]))
 
 
 if __name__ == "__main__":
