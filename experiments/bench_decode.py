@@ -16,7 +16,8 @@ pass long enough for the whole range (``configs.horizon``, as the decode trainab
 from the records without the model (decoded when not covered: ``fallbacks``). Decoder forward steps are counted.
 
 CLI: the 48-config grid through ``search run`` (2 trial slots of 1 CPU, a fresh decode cache), against the in-process
-one-pass time of that grid (1 thread), timed right before and right after the CLI run (their mean).
+one-pass time of that grid (1 thread): ``--cli-runs`` CLI runs, each between two in-process runs (the VM's speed
+drifts by 10-15% within minutes); each run's ratio is to the mean of its neighbours, the median is reported.
 
     python experiments/bench_decode.py --sentences 300 --threads 1 --json   # the shipped model (experiments/models)
     python experiments/bench_decode.py --model DIR --grids 48 --no-cli
@@ -32,6 +33,7 @@ import argparse
 import contextlib
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -331,31 +333,35 @@ def cli_spec(model_dir: Path, configs: list[dict], args: argparse.Namespace) -> 
 
 def bench_cli(model_dir: Path, configs: list[dict], args: argparse.Namespace, inprocess) -> dict:
     """The grid through ``search run`` in a subprocess, its storage (and so its decode cache, ``storage/.cache``)
-    fresh in a temporary directory: wall seconds against the in-process one-pass seconds, ``inprocess()`` timed
-    right before and right after the CLI run (this VM's speed drifts by 10-15% within minutes), their mean."""
+    fresh in a temporary directory, ``args.cli_runs`` times: wall seconds against the in-process one-pass seconds,
+    ``inprocess()`` timed before the first CLI run and after each (this VM's speed drifts by 10-15% within
+    minutes). Each CLI run is compared with the mean of the in-process runs next to it; the medians are reported."""
     import yaml
 
-    before = inprocess()["fast"][0]
-    with tempfile.TemporaryDirectory(prefix="bench-cli-") as tmp:
-        spec = Path(tmp) / "grid.yaml"
-        spec.write_text(yaml.safe_dump(cli_spec(model_dir, configs, args), sort_keys=False))
-        search = Path(sys.executable).with_name("search")
-        command = [str(search), "run", str(spec), "--storage", str(Path(tmp) / "runs")]
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        start = time.perf_counter()
-        proc = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp)
-        cli_s = time.perf_counter() - start
-    if proc.returncode != 0:
-        sys.exit(f"search run failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
-    after = inprocess()["fast"][0]
-    inprocess_s = (before + after) / 2
+    inprocess_runs, cli_runs, ratios = [inprocess()["fast"][0]], [], []
+    for _ in range(args.cli_runs):
+        with tempfile.TemporaryDirectory(prefix="bench-cli-") as tmp:
+            spec = Path(tmp) / "grid.yaml"
+            spec.write_text(yaml.safe_dump(cli_spec(model_dir, configs, args), sort_keys=False))
+            search = Path(sys.executable).with_name("search")
+            command = [str(search), "run", str(spec), "--storage", str(Path(tmp) / "runs")]
+            env = {**os.environ, "PYTHONPATH": str(ROOT)}
+            start = time.perf_counter()
+            proc = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp)
+            cli_runs.append(time.perf_counter() - start)
+        if proc.returncode != 0:
+            sys.exit(f"search run failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
+        inprocess_runs.append(inprocess()["fast"][0])
+        ratios.append(cli_runs[-1] / statistics.mean(inprocess_runs[-2:]))
     return {
         "cli": True,
         "configs": len(configs),
-        "cli_s": round(cli_s, 2),
-        "inprocess_s": round(inprocess_s, 2),
-        "inprocess_before_after_s": [round(before, 2), round(after, 2)],
-        "cli_ratio": round(cli_s / inprocess_s, 3),
+        "cli_s": round(statistics.median(cli_runs), 2),
+        "inprocess_s": round(statistics.median(inprocess_runs), 2),
+        "cli_ratio": round(statistics.median(ratios), 3),
+        "cli_runs_s": [round(x, 2) for x in cli_runs],
+        "inprocess_runs_s": [round(x, 2) for x in inprocess_runs],
+        "cli_ratios": [round(x, 3) for x in ratios],
     }
 
 
@@ -411,6 +417,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--grids", default="48,72", help="which grids: 48 and/or 72 (comma-separated; '' for none)")
     parser.add_argument("--samples", type=int, default=40, help="TPE samples of the continuous search (0: skip it)")
     parser.add_argument("--no-cli", action="store_true", help="skip the CLI run of the 48-config grid")
+    parser.add_argument("--cli-runs", type=int, default=3, help="CLI runs, each between two in-process runs (median)")
     parser.add_argument("--json", action="store_true", help="print one JSON object per figure")
     parser.add_argument(
         "--smoke-test", action="store_true", help="the shipped model on 8 sentences, small grids, 6 samples"
@@ -428,7 +435,7 @@ def main(argv: list[str] | None = None) -> None:
 
     hf_logging.set_verbosity_error()
     if args.smoke_test:  # the shipped model (5 MB) on 8 sentences: real BLEU, so "identical" means something
-        args.sentences, args.batch_size, args.max_new_tokens, args.samples = 8, 4, 24, 6
+        args.sentences, args.batch_size, args.max_new_tokens, args.samples, args.cli_runs = 8, 4, 24, 6, 1
         SEED_GRID.update(num_beams=[2, 3], length_penalty=[0.6, 1.0])
         CONTINUOUS["num_beams"] = [2, 3]
     model, tokenizer, model_dir = load_model(args)
