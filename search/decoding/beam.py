@@ -36,7 +36,7 @@ from typing import Any
 import torch
 
 from search.decoding.cache import RECORD_FORMAT, digest
-from search.decoding.configs import REPLAYED
+from search.decoding.configs import PASS_FREE, REPLAYED
 from search.decoding.records import BatchRecord, Decoded, Recorder, Replayer, replay
 from search.decoding.records import stopping_rule as stopping_rule  # re-exported: callers use it here
 
@@ -97,7 +97,7 @@ def canonical(model: Any, args: dict, shared: dict) -> tuple[tuple, dict]:
     if how is None:
         return ("plain", digest({**shared, **args})), dict(args)
     kind, pass_key, replay = how
-    rest = {k: v for k, v in args.items() if k not in ("length_penalty", "early_stopping", "num_return_sequences")}
+    rest = {k: v for k, v in args.items() if k not in PASS_FREE}
     if kind == "greedy":
         return (kind, *pass_key), {**rest, "num_beams": 1}
     lp = replay["length_penalty"]

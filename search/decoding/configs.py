@@ -20,6 +20,8 @@ from typing import Any
 
 # Per-config arguments the replay handles; every other argument must be equal within a pass.
 REPLAYED = ("num_beams", "length_penalty", "early_stopping", "num_return_sequences")
+# ... less num_beams: configs equal in all else share a pass.
+PASS_FREE = tuple(name for name in REPLAYED if name != "num_beams")
 # A grid with more configs than this is not decoded ahead; each trial decodes its own config.
 MAX_PLANNED = 10_000
 # generate() arguments that are integers; hyperopt hands them over as floats.
@@ -110,6 +112,7 @@ def source_batches(tokenizer, sources: list[str], batch_size: int, max_length: i
 
 __all__ = [
     "MAX_PLANNED",
+    "PASS_FREE",
     "REPLAYED",
     "horizon",
     "config_label",

@@ -10,7 +10,7 @@ from typing import Any
 
 from search.checks import require_int, require_positive_int
 from search.decoding.board import create_board
-from search.decoding.configs import REPLAYED, plan_of
+from search.decoding.configs import PASS_FREE, plan_of
 from search.errors import SpecError
 from search.metrics import DEFAULT_METRICS, computed_metrics
 from search.trainables.device import check_settings
@@ -65,13 +65,9 @@ def start(settings: dict) -> tuple[dict, Any]:
     return {**settings, "pass_board": name}, board
 
 
-# Arguments replayed from one beam pass, less num_beams: configs equal in all else share a pass.
-PASS_FREE = tuple(name for name in REPLAYED if name != "num_beams")
-
-
 def order_grid(combos: list[dict]) -> list[dict]:
     """The order a grid's trials start in: round-robin over the groups of configs that share a beam pass (equal in
-    all but :data:`PASS_FREE`), the longest passes first (most ``num_beams``, then most ``max_new_tokens``), so that
+    all but ``configs.PASS_FREE``), the longest passes first (most ``num_beams``, then most ``max_new_tokens``), so that
     trials running at once lease different passes instead of waiting on one; later rounds only score shared passes.
 
     Example:
@@ -128,5 +124,5 @@ def check(config: dict, searched_names: list[str], file: str) -> None:
 
 
 __all__ = [
-    "PASS_FREE", "PRIMARY_METRIC", "SETTING_DEFAULTS", "check", "order_grid", "prepare", "resolve_settings", "start",
+    "PRIMARY_METRIC", "SETTING_DEFAULTS", "check", "order_grid", "prepare", "resolve_settings", "start",
 ]  # fmt: skip
