@@ -31,6 +31,7 @@ import contextlib
 import functools
 import time
 import warnings
+import weakref
 from typing import Any
 
 import torch
@@ -59,6 +60,12 @@ def helpers_available(model: Any) -> bool:
     return all(callable(getattr(type(model), name, None)) for name in HELPERS)
 
 
+# decoding_kind's answers per model, by its generation config and the arguments: resolving a generation config
+# deep-copies it (~0.7 ms a config), which a sweep paid for every config of every batch (~2% of a num_beams=5 pass).
+_KINDS: weakref.WeakKeyDictionary[Any, dict[tuple[str, str], tuple | None]] = weakref.WeakKeyDictionary()
+_KINDS_KEPT = 4096  # answers kept per model; a continuous search asks about a new config every trial
+
+
 def decoding_kind(model: Any, config: dict, shared: dict) -> tuple[str, tuple, dict] | None:
     """How a config is decoded: ``("beam" | "greedy", pass_key, replay_args)``, or None for plain ``generate()``.
 
@@ -66,6 +73,18 @@ def decoding_kind(model: Any, config: dict, shared: dict) -> tuple[str, tuple, d
     ``early_stopping`` and ``num_return_sequences`` (the model's defaults where the config has none).
     """
     args = {**shared, **config}
+    # The generation config's attributes are part of the key, so that a change to it is seen.
+    key = (repr(sorted(vars(model.generation_config).items())), repr(sorted(args.items())))
+    memo = _KINDS.setdefault(model, {})
+    if key not in memo:
+        if len(memo) >= _KINDS_KEPT:
+            memo.clear()
+        memo[key] = _decoding_kind(model, args)
+    how = memo[key]
+    return None if how is None else (how[0], how[1], dict(how[2]))
+
+
+def _decoding_kind(model: Any, args: dict) -> tuple[str, tuple, dict] | None:
     if any(key not in REPLAYED and key not in SHARED_OK for key in args):
         return None
     try:
@@ -165,7 +184,7 @@ def decode_configs(
                     results[i] = out
                 continue
             args = {k: v for k, v in first.items() if k not in REPLAYED}
-            nb, replays = int(_num_beams(model, first)), [r for _, r in members]
+            nb, replays = int(pass_id[1]), [r for _, r in members]  # a beam pass's key starts with num_beams
             if records is None:
                 outs = run_pass(model, batch_inputs, args, nb, replays)[0]
             else:
@@ -173,10 +192,6 @@ def decode_configs(
             for (i, _), out in zip(members, outs, strict=True):
                 results[i] = out if out is not None else _generate(model, batch_inputs, {**shared, **configs[i]})
     return results  # type: ignore[return-value]
-
-
-def _num_beams(model: Any, args: dict) -> int:
-    return model._prepare_generation_config(None, **args)[0].num_beams
 
 
 def _generate(model: Any, batch_inputs: dict, args: dict) -> Decoded:
