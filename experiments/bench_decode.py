@@ -6,10 +6,10 @@ Grids: the 48-config seed grid (num_beams 5,8,11,15 x length_penalty 0.6..1.1 x 
 72-config grid that adds early_stopping "never". For every config the corpus BLEU of both ways must be identical.
 The grid's *limit* is one beam pass per distinct num_beams that runs as long as its longest config: per num_beams,
 the slowest of that group's plain ``generate()`` times, summed (``limit_ratio`` = fast / limit, 1.0 at best;
-``limit_cpu_ratio`` the same in process CPU time, robust to other load). The slowest config of each group (by the
-naive runs) is run again beside the group's pass, and that time is the limit: this VM's speed drifts by 10-15% over
-the minutes between the naive runs and ours (``limit_naive_s``: the limit from the naive runs themselves). Each pass
-and its limit run twice, as pass, limit, limit, pass, and the means are reported.
+``limit_cpu_ratio`` the same in process CPU time, robust to other load; ``limit_cpu_ratio_by_beams`` per num_beams).
+The slowest config of each group (by the naive runs) is run again beside the group's pass, batch by batch in
+alternating order, and that time is the limit: this VM's speed drifts by 10-15% over the minutes between the naive
+runs and ours (``limit_naive_s``: the limit from the naive runs themselves).
 
 Continuous: hyperopt's TPE (fixed seed) over length_penalty in [0.3, 2.0] x early_stopping {true, false} x num_beams
 {4, 8}, ``--samples`` samples maximizing BLEU. Naive: one ``generate()`` per sample. Ours: per num_beams one recorded
@@ -127,52 +127,58 @@ def model_bleu(model, tokenizer, batches, references, shared: dict) -> float:
 
 def fast_way(model, batches, configs: list[dict], shared: dict, limit_of=None) -> tuple[list[list], dict]:
     """One pass per num_beams, batch by batch: every config's output tensors, and ``{"fast": (wall, cpu),
-    "limit": (wall, cpu), "peak_mib": ...}`` (seconds; the peak resident-set growth of a pass). With ``limit_of(members) -> config`` (the group's slowest plain config), each
-    group's pass and that config's plain ``generate()`` over the same batches (the limit) run twice, in the order
-    pass, limit, limit, pass: this VM's speed drifts by 10-15% within minutes, and whichever runs first after the
-    other ``num_beams`` pays for growing the allocator's buffers; that order cancels both to first order."""
+    "limit": (wall, cpu), "limit_cpu_ratio_by_beams": {nb: ratio}, "peak_mib": ...}`` (seconds; the peak
+    resident-set growth of a pass).
+
+    With ``limit_of(members) -> config`` (the group's slowest plain config), each batch's pass and that config's
+    plain ``generate()`` on the same batch (the limit) run side by side, in alternating order (the pass first on
+    even batches, the limit first on odd ones): this VM's speed drifts by 10-15% within minutes, and seconds apart
+    the two see the same machine. An untimed ``generate()`` of the group's ``num_beams`` first grows the allocator's
+    buffers, which whichever ran first after another ``num_beams`` would otherwise pay."""
+    import torch
+
     from search.decoding import decode_configs
 
     by_beams: dict[int, list[int]] = {}
     for i, c in enumerate(configs):
         by_beams.setdefault(c["num_beams"], []).append(i)
     fast: list[list] = [[] for _ in configs]
-    seconds = {"fast": [0.0, 0.0], "limit": [0.0, 0.0]}
+    total = {"ours": [0.0, 0.0], "limit": [0.0, 0.0]}  # [wall, cpu] seconds
+    cpu_by_beams: dict[int, dict[str, list[float]]] = {}
     peak_mib = 0.0
-
-    def one_pass(members: list[int], keep: bool) -> None:
-        nonlocal peak_mib
-        with _timed(seconds["fast"]), PeakRSS() as memory:
-            for _, inputs in batches:
-                outs = decode_configs(model, inputs, [configs[i] for i in members], shared)
+    for nb, members in by_beams.items():
+        group = [configs[i] for i in members]
+        slowest = limit_of(group) if limit_of is not None else None
+        mine = cpu_by_beams[nb] = {"ours": [0.0, 0.0], "limit": [0.0, 0.0]}
+        if slowest is not None:
+            with torch.no_grad():
+                model.generate(**batches[0][1], **shared, **slowest)
+        for b, (_, inputs) in enumerate(batches):
+            ways = ["ours"] if slowest is None else ["ours", "limit"] if b % 2 == 0 else ["limit", "ours"]
+            for way in ways:
+                # Both ways run under the memory sampler: its thread's CPU time is charged to either alike.
+                with _timed(total[way], mine[way]), PeakRSS() as memory, torch.no_grad():
+                    if way == "limit":
+                        model.generate(**inputs, **shared, **slowest)
+                        continue
+                    outs = decode_configs(model, inputs, group, shared)
+                peak_mib = max(peak_mib, memory.mib)
                 for i, out in zip(members, outs, strict=True):
-                    if keep:
-                        fast[i].append(out.sequences)
-        peak_mib = max(peak_mib, memory.mib)
-
-    def limit(members: list[int]) -> None:
-        slowest = limit_of([configs[i] for i in members])
-        with _timed(seconds["limit"]):
-            for _, inputs in batches:
-                model.generate(**inputs, **shared, **slowest)
-
-    for members in by_beams.values():
-        one_pass(members, keep=True)
-        if limit_of is not None:
-            limit(members)
-            limit(members)
-            one_pass(members, keep=False)
-    runs = 2 if limit_of is not None else 1
-    return fast, {**{k: (v[0] / runs, v[1] / runs) for k, v in seconds.items()}, "peak_mib": peak_mib}
+                    fast[i].append(out.sequences)
+    ratios = {nb: round(t["ours"][1] / t["limit"][1], 3) for nb, t in cpu_by_beams.items() if t["limit"][1]}
+    return fast, {"fast": tuple(total["ours"]), "limit": tuple(total["limit"]), "limit_cpu_ratio_by_beams": ratios,
+                  "peak_mib": peak_mib}  # fmt: skip
 
 
 @contextlib.contextmanager
-def _timed(total: list[float]):
-    """Add the block's wall and process CPU seconds to ``total`` (``[wall, cpu]``)."""
+def _timed(*totals: list[float]):
+    """Add the block's wall and process CPU seconds to each of ``totals`` (``[wall, cpu]`` lists)."""
     began = time.perf_counter(), time.process_time()
     yield
-    total[0] += time.perf_counter() - began[0]
-    total[1] += time.process_time() - began[1]
+    wall, cpu = time.perf_counter() - began[0], time.process_time() - began[1]
+    for total in totals:
+        total[0] += wall
+        total[1] += cpu
 
 
 def key_of(config: dict) -> str:
@@ -181,16 +187,18 @@ def key_of(config: dict) -> str:
 
 def naive_way(model, batches, configs: list[dict], shared: dict) -> dict:
     """One ``generate()`` per config over every batch: ``{"outputs": {key: outputs}, "times": {key: (wall, cpu)},
-    "peak_mib": ...}``; a grid's figures are read from it for the grid's configs (the 48 grid is part of the 72)."""
+    "steps": {key: decoder steps}, "peak_mib": ...}``; a grid's figures are read from it for the grid's configs (the 48 grid is part of the 72)."""
     import torch
 
-    outputs, times = {}, {}
+    outputs, times, steps = {}, {}, {}
     with PeakRSS() as memory, torch.no_grad():
         for c in configs:
             began = time.perf_counter(), time.process_time()
-            outputs[key_of(c)] = [model.generate(**inputs, **shared, **c) for _, inputs in batches]
+            with DecoderSteps(model) as counted:
+                outputs[key_of(c)] = [model.generate(**inputs, **shared, **c) for _, inputs in batches]
             times[key_of(c)] = (time.perf_counter() - began[0], time.process_time() - began[1])
-    return {"outputs": outputs, "times": times, "peak_mib": memory.mib}
+            steps[key_of(c)] = counted.count
+    return {"outputs": outputs, "times": times, "steps": steps, "peak_mib": memory.mib}
 
 
 def bench(model, tokenizer, batches, references, configs: list[dict], shared: dict, done: dict) -> dict:
@@ -203,8 +211,9 @@ def bench(model, tokenizer, batches, references, configs: list[dict], shared: di
     naive = [done["outputs"][key_of(c)] for c in configs]
     config_s = [done["times"][key_of(c)] for c in configs]
     naive_s, naive_cpu = (sum(times) for times in zip(*config_s, strict=True))
-    # The limit: one pass per num_beams as long as its longest config, i.e. the group's slowest generate() (by the
-    # naive runs' CPU time), run again right after the group's pass; the naive runs' own figure is kept beside it.
+    # The limit: one pass per num_beams as long as its longest config, i.e. the group's slowest generate() (the
+    # most decoder steps, then the naive runs' CPU time), run again beside the group's pass; the naive runs' own
+    # figure is kept beside it.
     slowest: dict[int, tuple[float, float]] = {}
     for c, (wall, cpu_s) in zip(configs, config_s, strict=True):
         before = slowest.get(c["num_beams"], (0.0, 0.0))
@@ -212,7 +221,7 @@ def bench(model, tokenizer, batches, references, configs: list[dict], shared: di
     limit_naive_s, limit_naive_cpu = (sum(times) for times in zip(*slowest.values(), strict=True))
 
     def limit_of(members: list[dict]) -> dict:
-        return max(members, key=lambda c: done["times"][key_of(c)][1])
+        return max(members, key=lambda c: (done["steps"][key_of(c)], done["times"][key_of(c)][1]))
 
     fast, seconds = fast_way(model, batches, configs, shared, limit_of)
     (fast_s, fast_cpu), (limit_s, limit_cpu) = seconds["fast"], seconds["limit"]
@@ -231,6 +240,7 @@ def bench(model, tokenizer, batches, references, configs: list[dict], shared: di
         "limit_ratio": round(fast_s / limit_s, 3),
         "limit_cpu_s": round(limit_cpu, 2),
         "limit_cpu_ratio": round(fast_cpu / limit_cpu, 3),
+        "limit_cpu_ratio_by_beams": seconds["limit_cpu_ratio_by_beams"],
         # the limit from the naive runs, minutes before ours (drift included)
         "limit_naive_s": round(limit_naive_s, 2),
         "limit_naive_cpu_s": round(limit_naive_cpu, 2),
