@@ -206,3 +206,13 @@ def test_replay_equals_generate_under_autocast(dtype):
         half = reference(model, batch(), shared, configs[0]).sequences_scores
     assert len(distinct) >= 6, len(distinct)
     assert not torch.equal(half, reference(model, batch(), shared, configs[0]).sequences_scores)  # autocast acted
+
+
+def test_decoding_kind_sees_a_change_to_the_models_generation_config():
+    model = tiny_model("bart")
+    before = decoding_kind(model, {"num_beams": 4}, {})
+    before[2]["length_penalty"] = 9.0  # what a caller does to an answer does not reach the next one
+    assert decoding_kind(model, {"num_beams": 4}, {}) == ("beam", before[1], {**before[2], "length_penalty": 1.0})
+    model.generation_config.length_penalty, model.generation_config.early_stopping = 2.0, True
+    after = decoding_kind(model, {"num_beams": 4}, {})
+    assert after[2]["length_penalty"] == 2.0 and after[2]["early_stopping"] is True
