@@ -34,6 +34,7 @@ from search.tune.registry import (
     complete_metric,
     num_samples,
 )
+from search.tune.repair import forget_lost_checkpoints
 
 
 class _AuthEnabledNote(logging.Filter):
@@ -276,7 +277,10 @@ def resume(run_dir: str | Path, *, address: str | None = None) -> tuple[Any, Pat
     from ray import tune
 
     saved = read_run(run_dir)
-    for line in check_resumable(saved.dir, local=saved.source is None):
+    repaired = check_resumable(saved.dir, local=saved.source is None)
+    if saved.source is None:  # a remote run's mirror holds no checkpoints to look for
+        repaired += forget_lost_checkpoints(saved.dir)
+    for line in repaired:
         print(line, file=sys.stderr)
     where = saved.source or saved.dir
     p = plan(saved.spec, storage=str(where.parent), name=where.name)
