@@ -9,6 +9,7 @@ import json
 import os
 import pickle
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -356,6 +357,44 @@ def test_an_interrupted_sweep_says_how_to_resume_and_resumes(write_spec, tmp_pat
     from search.report import rank
 
     assert sorted(r.params["x"] for r in rank(run_dir).rows if r.status == "TERMINATED") == [0, 1, 2, 3]
+
+
+@pytest.mark.slow
+def test_a_resumed_trial_whose_newest_checkpoint_is_gone_continues_from_an_older_one(write_spec, tmp_path):
+    """A checkpoint the snapshot names but the disk lost (Ray deleted it after a snapshot a full disk kept stale):
+    `search resume` says so and the trial continues from the newest checkpoint still there, not from its lost one
+    (Ray's restore would fail the trial) and not from scratch."""
+    path = write_spec(
+        "method: grid\nmetric: {name: value, goal: maximize}\ntrainable: TOY:counter\ncheckpoint: {keep: 3}\n"
+        "parameters: {lr: {values: [0.5]}}\nsettings: {steps: 8, sleep: 0.5}\n"
+    )
+    storage = tmp_path / "runs"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "search", "run", str(path), "--storage", str(storage)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not list(storage.glob("sweep/*/checkpoint_000002")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    run_dir = storage / "sweep"
+    (trial_dir,) = [p.parent for p in run_dir.glob("*/params.json")]
+    oldest, *newer = sorted(trial_dir.glob("checkpoint_*"))  # the snapshot's restore point is among the newer
+    for checkpoint in newer:
+        shutil.rmtree(checkpoint)
+    resumed = subprocess.run(
+        [sys.executable, "-m", "search", "resume", str(run_dir)], capture_output=True, text=True, timeout=300
+    )
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    line = rf"{re.escape(trial_dir.name)}: checkpoint_\d{{6}} is gone; the trial continues from {oldest.name}"
+    assert any(re.fullmatch(line, ln) for ln in resumed.stderr.splitlines()), resumed.stderr[-2000:]
+    from search.report import rank
+
+    (row,) = rank(run_dir, bootstrap=0, columns=("started",)).rows
+    assert row.status == "TERMINATED" and row.value == pytest.approx(8 * 0.5)
+    assert row.columns["started"] == int(oldest.name.rsplit("_", 1)[1]) + 1  # checkpoint_00000k holds step k+1
 
 
 FULL_DISK = """
