@@ -34,7 +34,7 @@ from search.tune.registry import (
     complete_metric,
     num_samples,
 )
-from search.tune.repair import forget_lost_checkpoints
+from search.tune.repair import match_the_disk
 
 
 class _AuthEnabledNote(logging.Filter):
@@ -279,7 +279,7 @@ def resume(run_dir: str | Path, *, address: str | None = None) -> tuple[Any, Pat
     saved = read_run(run_dir)
     repaired = check_resumable(saved.dir, local=saved.source is None)
     if saved.source is None:  # a remote run's mirror holds no checkpoints to look for
-        repaired += forget_lost_checkpoints(saved.dir)
+        repaired += match_the_disk(saved.dir)
     for line in repaired:
         print(line, file=sys.stderr)
     where = saved.source or saved.dir
