@@ -109,16 +109,19 @@ def _snapshot(path: Path) -> dict | None:
     return snapshot if isinstance(snapshot, dict) and isinstance(snapshot.get("trial_data"), list) else None
 
 
-def keep_good_state(run_dir: Path) -> None:
+def keep_good_state(run_dir: Path) -> bool:
     """Copy Ray's newest snapshot (when whole) and ``tuner.pkl`` (when not empty) to ``GOOD_STATE`` and
-    ``GOOD_TUNER``: Ray rewrites both in place, so a full disk can leave them truncated."""
-    states = sorted(run_dir.glob(STATE_PATTERN))
+    ``GOOD_TUNER``: Ray rewrites both in place, so a full disk can leave them truncated. Returns whether the
+    snapshot was copied (the previous good copy stays when it was not)."""
+    states, copied = sorted(run_dir.glob(STATE_PATTERN)), False
     with contextlib.suppress(OSError):  # no space for the copy: the previous good one stays
-        if states and _snapshot(states[-1]) is not None:
-            atomic_write(run_dir / GOOD_STATE, states[-1].read_bytes())
         tuner = run_dir / "tuner.pkl"
         if tuner.is_file() and tuner.stat().st_size and not (run_dir / GOOD_TUNER).exists():
             atomic_write(run_dir / GOOD_TUNER, tuner.read_bytes())
+        if states and _snapshot(states[-1]) is not None:
+            atomic_write(run_dir / GOOD_STATE, states[-1].read_bytes())
+            copied = True
+    return copied
 
 
 def check_resumable(run_dir: Path, *, local: bool = True) -> list[str]:

@@ -225,16 +225,33 @@ def test_resume_puts_back_the_good_copies_of_a_truncated_state(tmp_path):
     state = tmp_path / "experiment_state-2026-01-01_00-00-00.json"
     state.write_text('{"trial_data": [], "runner_data": {}}')
     (tmp_path / "tuner.pkl").write_bytes(b"tuner")
-    keep_good_state(tmp_path)
+    assert keep_good_state(tmp_path)
     state.write_text('{"trial_data": [')  # a full disk cut Ray's rewrites short
     (tmp_path / "tuner.pkl").write_bytes(b"")
-    keep_good_state(tmp_path)  # a damaged snapshot never replaces the good copy
+    assert not keep_good_state(tmp_path)  # a damaged snapshot never replaces the good copy
     repaired = check_resumable(tmp_path)
     assert [line.split(":")[0] for line in repaired] == [str(tmp_path / "tuner.pkl"), str(state)]
     assert (tmp_path / "tuner.pkl").read_bytes() == (tmp_path / GOOD_TUNER).read_bytes() == b"tuner"
     assert json.loads(state.read_text()) == json.loads((tmp_path / GOOD_STATE).read_text()) == {
         "trial_data": [], "runner_data": {}
     }  # fmt: skip
+
+
+def test_the_state_keeper_tries_every_step_until_it_has_a_good_copy(tmp_path):
+    from search.rundir import GOOD_STATE
+    from search.tune.progress import StateKeeper
+
+    state = tmp_path / "experiment_state-2026-01-01_00-00-00.json"
+    state.write_text('{"trial_data": [')  # the disk filled while Ray wrote its first snapshot
+    keeper = StateKeeper(tmp_path, every_s=3600.0)
+    keeper.on_step_end(iteration=1, trials=[])
+    assert not (tmp_path / GOOD_STATE).exists()
+    state.write_text('{"trial_data": []}')  # Ray's next write got through
+    keeper.on_step_end(iteration=2, trials=[])  # within the wait, but no copy was made yet
+    assert json.loads((tmp_path / GOOD_STATE).read_text()) == {"trial_data": []}
+    state.write_text('{"trial_data": [1]}')
+    keeper.on_step_end(iteration=3, trials=[])  # now the wait applies
+    assert json.loads((tmp_path / GOOD_STATE).read_text()) == {"trial_data": []}
 
 
 def test_an_os_error_is_one_line_with_path_and_errno(tmp_path, monkeypatch, capsys):

@@ -82,9 +82,14 @@ class StateKeeper(tune.Callback):
         self._last = 0.0
 
     def _keep(self, force: bool = False) -> None:
+        # The wait starts only once a copy is made: until then every step tries, since a disk that fills up early
+        # can truncate every snapshot Ray writes after its first (seen in CI: no good copy, the run lost).
         if force or time.monotonic() - self._last >= self.every_s:
-            keep_good_state(self.run_dir)
-            self._last = time.monotonic()
+            if keep_good_state(self.run_dir):
+                self._last = time.monotonic()
+
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        self._keep()
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         self._keep()
