@@ -235,20 +235,13 @@ def fit(config: dict, report: Callable[[dict, str], None], restore_from: str | N
     if restore_from is not None:
         restore(state, restore_from, config)
     val_src, val_tgt = validation_set(config)
-
-    def evaluate_and_report(train_loss: float) -> None:
+    while state.epoch < settings["epochs"]:
+        train_loss = train_epoch(state, config)
         val_loss, val_accuracy = evaluate(state.model, val_src, val_tgt)
         metrics = {"epoch": state.epoch, "train_loss": train_loss, "val_loss": val_loss, "val_accuracy": val_accuracy}
         with tempfile.TemporaryDirectory() as directory:
             save(state, directory, config)
             report(metrics, directory)
-
-    if restore_from is not None and state.epoch >= settings["epochs"]:
-        # A PBT exploit after the last epoch: the trial now holds the donor's model under a new config. Report it
-        # once, so that its last checkpoint and result carry the config it ends with, not the donor's.
-        evaluate_and_report(float("nan"))
-    while state.epoch < settings["epochs"]:
-        evaluate_and_report(train_epoch(state, config))
 
 
 @checkpointing

@@ -245,16 +245,6 @@ def test_exploit_restores_donor_optimizer_state(tmp_path, donor):
     assert float(restored[0]["step"]) == 20
 
 
-def test_an_exploit_after_the_last_step_reports_once_under_the_new_config(tmp_path, donor):
-    import json
-
-    new = config(tmp_path, learning_rate=5e-3, settings={"max_steps": 20, "eval_every": 20})
-    reports = run(new, checkpoint_root=tmp_path / "receiver", start=donor, trial_id="receiver")
-    assert [r["step"] for r in reports] == [20]  # nothing trained past the budget, but the trial ends with a result
-    hparams = json.loads((tmp_path / "receiver" / "20" / "hparams.json").read_text())
-    assert hparams == json.loads(json.dumps(new.hparams(), default=str))  # ...and a checkpoint under its own config
-
-
 def test_exploit_applies_the_new_learning_rates_at_the_restored_step(tmp_path, donor):
     donor_groups = load_training_state(donor)["optimizer"]["param_groups"]
     new = config(
@@ -335,7 +325,6 @@ def test_pbt_exploit_continues_from_the_donors_step(ray_session, tmp_path):
                 continue
             exploits.append((trial_id, donor, row["start_step"]))
             assert row["start_step"] in set(frames[donor]["step"])  # resumed from a step the donor reported
-            # and went on from there (an exploit at the last step reports the donor's model under its new config)
-            assert row["step"] == min(row["start_step"] + 10, 30)
+            assert row["step"] == row["start_step"] + 10  # and went on from there
     columns = ["training_iteration", "step", "start_from", "start_step", "eval_loss", "lr_decoder"]
     assert exploits, "PBT never exploited:\n" + "\n".join(f[columns].to_string() for f in frames.values())

@@ -365,26 +365,19 @@ def train(
         state.batch_in_epoch += 1
         return collate(state.model, state.tokenizer.pad_token_id, [src[i] for i in chunk], [tgt[i] for i in chunk])
 
-    def evaluate_and_report() -> None:
-        nonlocal meter
-        scores, hypotheses = evaluate(state, cfg, dev_src, dev_tgt, references)
-        if translations_dir is not None:
-            write_translations(translations_dir, hypotheses, references)
-        metrics, meter = meter.metrics(state, scores), Meter(lrs=meter.lrs)  # the checkpoint's CPU counts next
-        report(metrics, lambda directory: save_state(state, cfg, Path(directory), trial_id))
-
-    if checkpoint is not None and state.step >= settings["max_steps"]:
-        # A PBT exploit after the last step: the trial now holds the donor's model under a new config. Report it
-        # once, so that its last checkpoint and result carry the config it ends with, not the donor's.
-        evaluate_and_report()
     while state.step < settings["max_steps"]:
         began = time.perf_counter()
         micro_batches = [next_micro_batch() for _ in range(settings["grad_accum"])]
         nll, meter.lrs = train_step(state, cfg, micro_batches)
         meter.seconds += time.perf_counter() - began
         meter.nll_sum, meter.tokens = meter.nll_sum + nll.sum().item(), meter.tokens + nll.numel()
-        if state.step % settings["eval_every"] == 0 or state.step >= settings["max_steps"]:
-            evaluate_and_report()
+        if state.step % settings["eval_every"] and state.step < settings["max_steps"]:
+            continue
+        scores, hypotheses = evaluate(state, cfg, dev_src, dev_tgt, references)
+        if translations_dir is not None:
+            write_translations(translations_dir, hypotheses, references)
+        metrics, meter = meter.metrics(state, scores), Meter(lrs=meter.lrs)  # the checkpoint's CPU counts next
+        report(metrics, lambda directory: save_state(state, cfg, Path(directory), trial_id))
 
 
 def _trial_id() -> str | None:
