@@ -150,28 +150,28 @@ def test_pbt_run_restores_mutated_trials(sub, ray_session, tmp_path):
     lr = tune.loguniform(1e-3, 1e-2)
     scheduler = PopulationBasedTraining(
         time_attr="training_iteration",
-        perturbation_interval=1,
+        perturbation_interval=2,  # one exploit, at epoch 2 of 3: the exploited trial then trains under its new config
         hyperparam_mutations={"encoder_lr": lr, "decoder_lr": lr},
         quantile_fraction=0.5,
-        synch=True,  # both trials reach epoch 1 before the exploit, so one always clones the other
+        synch=True,  # both trials reach epoch 2 before the exploit, so one always clones the other
         log_config=True,
     )
-    settings = {**TINY_SETTINGS, "epochs": 2, "examples_per_epoch": 128, "val_examples": 32}
+    settings = {**TINY_SETTINGS, "epochs": 3, "examples_per_epoch": 128, "val_examples": 32}
     tuner = tune.Tuner(
         tune.with_resources(sub.train, {"cpu": 1}),
         param_space={**TINY, "encoder_lr": lr, "decoder_lr": lr, "settings": settings},
         tune_config=tune.TuneConfig(metric="val_accuracy", mode="max", num_samples=2, scheduler=scheduler),
-        # A trial that ignored its checkpoint would restart at every sync pause and never end: stop it at 3.
-        run_config=tune.RunConfig(storage_path=str(tmp_path), name="pbt", verbose=0, stop={"training_iteration": 3}),
+        # A trial that ignored its checkpoint would restart at every sync pause and never end: stop it at 4.
+        run_config=tune.RunConfig(storage_path=str(tmp_path), name="pbt", verbose=0, stop={"training_iteration": 4}),
     )
     results = tuner.fit()
     assert not results.errors
     assert list((tmp_path / "pbt").glob("pbt_policy_*.txt")), "PBT exploited no trial"
     for result in results:
-        # Tune restores training_iteration with the checkpoint; a restart from scratch would run past epoch 2.
-        assert result.metrics["epoch"] == result.metrics["training_iteration"] == 2
+        # Tune restores training_iteration with the checkpoint; a restart from scratch would run past epoch 3.
+        assert result.metrics["epoch"] == result.metrics["training_iteration"] == 3
         with result.checkpoint.as_directory() as directory:
             saved = torch.load(Path(directory) / "state.pt", weights_only=True)
-        assert saved["epoch"] == 2
+        assert saved["epoch"] == 3
         lrs = [group["lr"] for group in saved["optimizer"]["param_groups"]]
         assert lrs == [result.config["encoder_lr"], result.config["decoder_lr"]]
