@@ -89,10 +89,7 @@ class StateKeeper(tune.Callback):
                 self._last = time.monotonic()
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
-        self._keep()
-
-    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-        self._keep()
+        self._keep()  # Ray writes its snapshot at the end of each step, just before this (so no on_trial_result)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._keep(force=True)
