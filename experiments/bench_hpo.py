@@ -42,11 +42,11 @@ CORES = 2  # trial slots x CPUs per trial: what the sweeps are given
 MODEL = {"arch": "bart", "d_model": 128, "layers": 2, "heads": 4, "ffn": 512, "vocab_size": 2000, "max_length": 128}
 SETTINGS = {"max_steps": 1200, "eval_every": 300, "eval_size": 200, "num_beams": 1, "max_new_tokens": 64}
 FIXED = {"batch_tokens": {"value": 1000}}  # the same work per step in every trial of every method
-LRS = [1.0e-3, 3.0e-3, 9.0e-3]  # the grid: encoder_lr x decoder_lr, the rest at the trainable's defaults
+LRS = [1.0e-3, 3.0e-3, 9.0e-3]  # the grid: encoder_lr x decoder_lr, batch_tokens FIXED, the rest at the defaults
 METHODS = {
     "grid": {
         "method": "grid",
-        "parameters": {"encoder_lr": {"values": LRS}, "decoder_lr": {"values": LRS}},
+        "parameters": {**FIXED, "encoder_lr": {"values": LRS}, "decoder_lr": {"values": LRS}},
     },
     "random": {"space": "spaces/finetune.yaml", "method": "random", "run_cap": 4, "parameters": FIXED},
     "bayes+asha": {
@@ -107,7 +107,7 @@ def method_spec(method: str, seed: int, smoke: bool) -> dict:
         spec["model"].update(SMOKE["model"])
         spec["settings"].update(SMOKE["settings"])
         if method == "grid":
-            spec["parameters"] = {"encoder_lr": {"values": SMOKE["grid_lrs"]}, "seed": {"value": seed}}
+            spec["parameters"] = {**FIXED, "encoder_lr": {"values": SMOKE["grid_lrs"]}, "seed": {"value": seed}}
         else:
             spec["run_cap"] = SMOKE["run_cap"]
         if spec.get("scheduler", {}).get("type") == "asha":
