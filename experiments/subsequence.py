@@ -239,6 +239,7 @@ def fit(config: dict, report: Callable[[dict, str], None], restore_from: str | N
         train_loss = train_epoch(state, config)
         val_loss, val_accuracy = evaluate(state.model, val_src, val_tgt)
         metrics = {"epoch": state.epoch, "train_loss": train_loss, "val_loss": val_loss, "val_accuracy": val_accuracy}
+        metrics["done"] = state.epoch >= settings["epochs"]  # Tune ends the trial here: PBT never exploits past it
         with tempfile.TemporaryDirectory() as directory:
             save(state, directory, config)
             report(metrics, directory)

@@ -68,7 +68,8 @@ def test_loss_falls_and_metrics_are_reported(sub):
     config = {**TINY, "encoder_lr": 5e-3, "decoder_lr": 5e-3, "settings": {**TINY_SETTINGS, "examples_per_epoch": 1024}}
     history = sub.run_locally(config, epochs=3)
     assert [row["epoch"] for row in history] == [1, 2, 3]
-    assert set(history[0]) == {"epoch", "train_loss", "val_loss", "val_accuracy"}
+    assert set(history[0]) == {"epoch", "train_loss", "val_loss", "val_accuracy", "done"}
+    assert [row["done"] for row in history] == [False, False, True]
     assert history[-1]["train_loss"] < history[0]["train_loss"] - 0.1
     assert history[-1]["val_loss"] < history[0]["val_loss"]
     assert all(0.0 <= row["val_accuracy"] <= 1.0 for row in history)
@@ -148,15 +149,22 @@ def test_pbt_run_restores_mutated_trials(sub, ray_session, tmp_path):
 
     cloudpickle.register_pickle_by_value(sub)  # workers cannot import a module loaded from a file path
     lr = tune.loguniform(1e-3, 1e-2)
-    scheduler = PopulationBasedTraining(
+    seen = []  # the training_iteration of every result PBT was given
+
+    class Recording(PopulationBasedTraining):
+        def on_trial_result(self, tune_controller, trial, result):
+            seen.append(result["training_iteration"])
+            return super().on_trial_result(tune_controller, trial, result)
+
+    scheduler = Recording(
         time_attr="training_iteration",
-        perturbation_interval=2,  # one exploit, at epoch 2 of 3: the exploited trial then trains under its new config
+        perturbation_interval=1,  # synchronous PBT would exploit at every epoch, the last one too, but for `done`
         hyperparam_mutations={"encoder_lr": lr, "decoder_lr": lr},
         quantile_fraction=0.5,
-        synch=True,  # both trials reach epoch 2 before the exploit, so one always clones the other
+        synch=True,  # both trials reach epoch 1 before the exploit, so one always clones the other
         log_config=True,
     )
-    settings = {**TINY_SETTINGS, "epochs": 3, "examples_per_epoch": 128, "val_examples": 32}
+    settings = {**TINY_SETTINGS, "epochs": 2, "examples_per_epoch": 128, "val_examples": 32}
     tuner = tune.Tuner(
         tune.with_resources(sub.train, {"cpu": 1}),
         param_space={**TINY, "encoder_lr": lr, "decoder_lr": lr, "settings": settings},
@@ -167,11 +175,12 @@ def test_pbt_run_restores_mutated_trials(sub, ray_session, tmp_path):
     results = tuner.fit()
     assert not results.errors
     assert list((tmp_path / "pbt").glob("pbt_policy_*.txt")), "PBT exploited no trial"
+    assert sorted(set(seen)) == [1], "PBT was given a trial's last report, so it could exploit a spent trial"
     for result in results:
-        # Tune restores training_iteration with the checkpoint; a restart from scratch would run past epoch 3.
-        assert result.metrics["epoch"] == result.metrics["training_iteration"] == 3
+        # Tune restores training_iteration with the checkpoint; a restart from scratch would run past epoch 2.
+        assert result.metrics["epoch"] == result.metrics["training_iteration"] == 2
         with result.checkpoint.as_directory() as directory:
             saved = torch.load(Path(directory) / "state.pt", weights_only=True)
-        assert saved["epoch"] == 3
+        assert saved["epoch"] == 2
         lrs = [group["lr"] for group in saved["optimizer"]["param_groups"]]
         assert lrs == [result.config["encoder_lr"], result.config["decoder_lr"]]

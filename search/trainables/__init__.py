@@ -63,6 +63,9 @@ TRAINABLES: dict[str, TrainableInfo] = {
 def checkpointing(fn):
     """Mark a user's trainable function as one that saves and restores Tune checkpoints (so PBT may run it).
 
+    Under PBT its last report should carry ``"done": True``: Tune then ends the trial before PBT sees that report, so
+    PBT cannot exploit a trial with no budget left (it would end on the donor's checkpoint under its own config).
+
     Example:
         >>> from search.trainables import checkpointing
         >>> @checkpointing

@@ -377,6 +377,9 @@ def train(
         if translations_dir is not None:
             write_translations(translations_dir, hypotheses, references)
         metrics, meter = meter.metrics(state, scores), Meter(lrs=meter.lrs)  # the checkpoint's CPU counts next
+        # Ray's `done`: Tune ends the trial on its last report before any scheduler sees it, so PBT cannot exploit a
+        # trial whose budget is spent (it would end on the donor's checkpoint, trained under the donor's config).
+        metrics["done"] = state.step >= settings["max_steps"]
         report(metrics, lambda directory: save_state(state, cfg, Path(directory), trial_id))
 
 
