@@ -22,7 +22,7 @@ import torch
 from ray import tune
 from torch import nn
 
-from search.trainables import checkpointing
+from search.trainables import LAST_REPORT, checkpointing
 from search.trainables.common import use_trial_cpus
 
 DIGITS = 8  # x_0..x_7
@@ -239,7 +239,7 @@ def fit(config: dict, report: Callable[[dict, str], None], restore_from: str | N
         train_loss = train_epoch(state, config)
         val_loss, val_accuracy = evaluate(state.model, val_src, val_tgt)
         metrics = {"epoch": state.epoch, "train_loss": train_loss, "val_loss": val_loss, "val_accuracy": val_accuracy}
-        metrics["done"] = state.epoch >= settings["epochs"]  # Tune ends the trial here: PBT never exploits past it
+        metrics[LAST_REPORT] = state.epoch >= settings["epochs"]  # PBT does not exploit a spent trial
         with tempfile.TemporaryDirectory() as directory:
             save(state, directory, config)
             report(metrics, directory)

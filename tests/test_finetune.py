@@ -153,7 +153,7 @@ def test_loss_falls_and_tiny_model_overfits(tmp_path):
     assert (tmp_path / "trial" / "hypotheses.txt").read_text(encoding="utf-8").splitlines() == TARGETS
     losses = [r["train_loss"] for r in reports]
     assert [r["step"] for r in reports] == [40, 80, 120]
-    assert [r["done"] for r in reports] == [False, False, True]  # Tune ends the trial on the last, before PBT sees it
+    assert [r["last_report"] for r in reports] == [False, False, True]  # PBT never exploits the last
     assert losses[0] > losses[1] > losses[2]
     assert reports[-1]["eval_loss"] < 0.1
     assert reports[-1]["bleu"] == pytest.approx(100.0)

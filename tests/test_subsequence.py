@@ -68,8 +68,8 @@ def test_loss_falls_and_metrics_are_reported(sub):
     config = {**TINY, "encoder_lr": 5e-3, "decoder_lr": 5e-3, "settings": {**TINY_SETTINGS, "examples_per_epoch": 1024}}
     history = sub.run_locally(config, epochs=3)
     assert [row["epoch"] for row in history] == [1, 2, 3]
-    assert set(history[0]) == {"epoch", "train_loss", "val_loss", "val_accuracy", "done"}
-    assert [row["done"] for row in history] == [False, False, True]
+    assert set(history[0]) == {"epoch", "train_loss", "val_loss", "val_accuracy", "last_report"}
+    assert [row["last_report"] for row in history] == [False, False, True]
     assert history[-1]["train_loss"] < history[0]["train_loss"] - 0.1
     assert history[-1]["val_loss"] < history[0]["val_loss"]
     assert all(0.0 <= row["val_accuracy"] <= 1.0 for row in history)
@@ -143,25 +143,28 @@ def test_restore_refuses_another_architecture(sub, tmp_path):
 
 
 @pytest.mark.ray
-def test_pbt_run_restores_mutated_trials(sub, ray_session, tmp_path):
+def test_pbt_run_restores_mutated_trials(sub, ray_session, tmp_path, monkeypatch):
     from ray import cloudpickle, tune
     from ray.tune.schedulers import PopulationBasedTraining
 
+    from search.tune.pbt import SpentAwarePBT
+
     cloudpickle.register_pickle_by_value(sub)  # workers cannot import a module loaded from a file path
     lr = tune.loguniform(1e-3, 1e-2)
-    seen = []  # the training_iteration of every result PBT was given
+    exploited_at = []  # the epoch of every exploit that reached Ray's PBT
+    ray_exploit = PopulationBasedTraining._exploit
 
-    class Recording(PopulationBasedTraining):
-        def on_trial_result(self, tune_controller, trial, result):
-            seen.append(result["training_iteration"])
-            return super().on_trial_result(tune_controller, trial, result)
+    def recording(self, tune_controller, trial, trial_to_clone):
+        exploited_at.append(self._trial_state[trial].last_result["epoch"])
+        return ray_exploit(self, tune_controller, trial, trial_to_clone)
 
-    scheduler = Recording(
+    monkeypatch.setattr(PopulationBasedTraining, "_exploit", recording)
+    scheduler = SpentAwarePBT(
         time_attr="training_iteration",
-        perturbation_interval=1,  # synchronous PBT would exploit at every epoch, the last one too, but for `done`
+        perturbation_interval=1,  # synchronous: an exploit at epoch 1 and, in Ray's PBT, another at epoch 2, the last
         hyperparam_mutations={"encoder_lr": lr, "decoder_lr": lr},
         quantile_fraction=0.5,
-        synch=True,  # both trials reach epoch 1 before the exploit, so one always clones the other
+        synch=True,  # both trials reach each epoch before the exploit, so one always clones the other
         log_config=True,
     )
     settings = {**TINY_SETTINGS, "epochs": 2, "examples_per_epoch": 128, "val_examples": 32}
@@ -175,7 +178,7 @@ def test_pbt_run_restores_mutated_trials(sub, ray_session, tmp_path):
     results = tuner.fit()
     assert not results.errors
     assert list((tmp_path / "pbt").glob("pbt_policy_*.txt")), "PBT exploited no trial"
-    assert sorted(set(seen)) == [1], "PBT was given a trial's last report, so it could exploit a spent trial"
+    assert exploited_at == [1], "a spent trial was exploited: it would end on the donor's checkpoint"
     for result in results:
         # Tune restores training_iteration with the checkpoint; a restart from scratch would run past epoch 2.
         assert result.metrics["epoch"] == result.metrics["training_iteration"] == 2

@@ -49,6 +49,8 @@ class TrainableInfo:
 
 
 HOOKS = ("check", "prepare", "start", "order_grid")
+# The key a trainable sets true in its last report (its budget spent): PBT does not exploit a trial there.
+LAST_REPORT = "last_report"
 
 TRAINABLES: dict[str, TrainableInfo] = {
     "finetune": TrainableInfo(
@@ -63,8 +65,8 @@ TRAINABLES: dict[str, TrainableInfo] = {
 def checkpointing(fn):
     """Mark a user's trainable function as one that saves and restores Tune checkpoints (so PBT may run it).
 
-    Under PBT its last report should carry ``"done": True``: Tune then ends the trial before PBT sees that report, so
-    PBT cannot exploit a trial with no budget left (it would end on the donor's checkpoint under its own config).
+    Under PBT its last report should carry ``LAST_REPORT: True`` (``"last_report": True``): PBT then never exploits
+    the trial there, where no budget is left to train the donor's weights under the new config.
 
     Example:
         >>> from search.trainables import checkpointing

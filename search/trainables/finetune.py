@@ -28,6 +28,7 @@ import torch
 
 from search.metrics import corpus_scores
 from search.models import build_model, load_pretrained
+from search.trainables import LAST_REPORT
 from search.trainables.checkpoints import load_training_state, model_dir, save_checkpoint
 from search.trainables.common import use_trial_cpus
 from search.trainables.device import Compute
@@ -377,9 +378,7 @@ def train(
         if translations_dir is not None:
             write_translations(translations_dir, hypotheses, references)
         metrics, meter = meter.metrics(state, scores), Meter(lrs=meter.lrs)  # the checkpoint's CPU counts next
-        # Ray's `done`: Tune ends the trial on its last report before any scheduler sees it, so PBT cannot exploit a
-        # trial whose budget is spent (it would end on the donor's checkpoint, trained under the donor's config).
-        metrics["done"] = state.step >= settings["max_steps"]
+        metrics[LAST_REPORT] = state.step >= settings["max_steps"]  # PBT does not exploit a spent trial
         report(metrics, lambda directory: save_state(state, cfg, Path(directory), trial_id))
 
 

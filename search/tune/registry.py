@@ -37,7 +37,8 @@ SCHEDULERS = {
     "asha": SchedulerEntry("ray.tune.schedulers:ASHAScheduler", cuts_trials=True),
     "hyperband": SchedulerEntry("ray.tune.schedulers:HyperBandScheduler", cuts_trials=True),
     "median": SchedulerEntry("ray.tune.schedulers:MedianStoppingRule", cuts_trials=True),
-    "pbt": SchedulerEntry("ray.tune.schedulers:PopulationBasedTraining", needs_checkpoints=True),
+    # Ray's PBT that never exploits a spent trial (search/tune/pbt.py)
+    "pbt": SchedulerEntry("search.tune.pbt:SpentAwarePBT", needs_checkpoints=True),
 }
 OWN_KEYS = ("metric", "mode")  # set from the spec's metric
 # Scheduler arguments with a lower bound, checked before Ray sees them.
