@@ -6,6 +6,7 @@ config, finds no step left to train and ends, so its final checkpoint holds the 
 donor's config, while its result (and ``search export``) names the new one. Here such a trial keeps its own
 checkpoint and config. PBT still sees the report, so its synchronous bookkeeping is Ray's (Ray's ``done`` key would
 end the trial before the scheduler saw it, and a synchronous population waiting on that trial would wait forever).
+``_exploit`` is private to Ray; ``ray[tune]`` is pinned to 2.60.x.
 """
 
 from __future__ import annotations
