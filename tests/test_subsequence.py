@@ -172,8 +172,8 @@ def test_pbt_run_restores_mutated_trials(sub, ray_session, tmp_path, monkeypatch
         tune.with_resources(sub.train, {"cpu": 1}),
         param_space={**TINY, "encoder_lr": lr, "decoder_lr": lr, "settings": settings},
         tune_config=tune.TuneConfig(metric="val_accuracy", mode="max", num_samples=2, scheduler=scheduler),
-        # A trial that ignored its checkpoint would restart at every sync pause and never end: stop it at 4.
-        run_config=tune.RunConfig(storage_path=str(tmp_path), name="pbt", verbose=0, stop={"training_iteration": 4}),
+        # A trial that ignored its checkpoint would restart at every sync pause and never end: stop it at 3.
+        run_config=tune.RunConfig(storage_path=str(tmp_path), name="pbt", verbose=0, stop={"training_iteration": 3}),
     )
     results = tuner.fit()
     assert not results.errors

@@ -4,7 +4,8 @@
 scheduler names to Ray's classes, checks their arguments and carries what the flow must know of each scheduler;
 ``runner`` checks everything that needs more than the YAML, then runs or resumes the sweep; ``progress`` prints a
 line per event and keeps good copies of the state; ``wandb`` keeps the API key out of Ray's logs; ``pbt`` is Ray's
-PBT that never exploits a spent trial; ``describe`` is what ``search validate`` prints. Ray itself is imported only when needed.
+PBT that never exploits a spent trial; ``describe`` is what ``search validate`` prints. Ray itself is imported only
+when needed.
 """
 
 from search.tune.extend import extend
