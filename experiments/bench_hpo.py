@@ -173,6 +173,37 @@ def cpu_to_reach(curve: list[tuple[float, float]], target: float) -> float | Non
     return next((cpu for cpu, best in curve if round(best, 2) >= round(target, 2)), None)
 
 
+def report_agreement(histories: list[list[float]]) -> list[float]:
+    """For each report before the last, the share of pairs of trials (of equal length) it orders as their last report
+    does (a tie at the report counts half; pairs tied at the end are left out): how well a cut at that report (ASHA's
+    rung) keeps the better trial.
+
+    Example:
+        >>> report_agreement([[1.0, 5.0, 9.0], [2.0, 4.0, 8.0], [0.0, 6.0, 10.0]])
+        [0.0, 1.0]
+    """
+    pairs = [(a, b) for i, a in enumerate(histories) for b in histories[i + 1 :] if a[-1] != b[-1]]
+    steps = len(histories[0]) - 1 if histories else 0
+    agree = [0.0] * steps
+    for a, b in pairs:
+        for k in range(steps):
+            order = (a[k] - b[k]) * (a[-1] - b[-1])
+            agree[k] += 1.0 if order > 0 else 0.5 if order == 0 else 0.0
+    return [round(n / len(pairs), 3) for n in agree] if pairs else []
+
+
+def full_histories(results: list[dict], methods: tuple[str, ...] = ("grid", "random")) -> list[list[float]]:
+    """Dev BLEU at each report of every trial of ``methods`` (by default the ones where every trial runs the whole
+    budget, none selected by a scheduler)."""
+    from search.rundir import read_run
+
+    out = [
+        [float(x["bleu"]) for x in trial.history() if isinstance(x.get("bleu"), int | float)]
+        for r in results if r["method"] in methods for trial in read_run(r["run_dir"]).trials()
+    ]  # fmt: skip
+    return [h for h in out if len(h) == max(map(len, out))]  # a trial that failed early is left out
+
+
 def test_bleu(run, trial_id: str, limit: int | None, cache_dir: Path) -> float:
     """BLEU of the trial's best checkpoint (by dev BLEU) on the test split, greedy."""
     from transformers.utils import logging as hf_logging
@@ -325,6 +356,9 @@ def main(argv: list[str] | None = None) -> None:
     (out / "table.md").write_text(text)
     (out / "results.json").write_text(json.dumps(results, indent=1))
     print(text, end="")
+    agreement = report_agreement(full_histories(results))
+    print("ASHA's evidence: the share of pairs of grid and random trials that each report orders as the last one "
+          f"does: {', '.join(f'report {k + 1} {a}' for k, a in enumerate(agreement))}")  # fmt: skip
     print(f"wrote {out / 'table.md'}, {plot(results, out)}, {out / 'results.json'}")
 
 
