@@ -248,9 +248,14 @@ def summarize(method: str, seed: int, run_dir: Path, wall: float, smoke: bool, c
 
 
 def _spread(values: list[float]) -> str:
-    """``mean`` for one value, ``mean (min-max)`` for repeats."""
+    """``mean`` for one value or equal ones, ``mean (min-max)`` for repeats that differ.
+
+    Example:
+        >>> _spread([9, 9]), _spread([0.808, 0.825])
+        ('9', '0.82 (0.81-0.82)')
+    """
     mean, digits = statistics.fmean(values), 0 if all(isinstance(v, int) for v in values) else 2
-    if len(values) == 1:
+    if len(set(values)) == 1:
         return f"{mean:.{digits}f}"
     return f"{mean:.{digits}f} ({min(values):.{digits}f}-{max(values):.{digits}f})"
 
@@ -357,8 +362,9 @@ def main(argv: list[str] | None = None) -> None:
     (out / "results.json").write_text(json.dumps(results, indent=1))
     print(text, end="")
     agreement = report_agreement(full_histories(results))
-    print("ASHA's evidence: the share of pairs of grid and random trials that each report orders as the last one "
-          f"does: {', '.join(f'report {k + 1} {a}' for k, a in enumerate(agreement))}")  # fmt: skip
+    said = ", ".join(f"report {k + 1} {a}" for k, a in enumerate(agreement)) or "no pair differs at the end"
+    print(f"ASHA's evidence: the share of pairs of grid and random trials that each report orders as the last one "
+          f"does: {said}")  # fmt: skip
     print(f"wrote {out / 'table.md'}, {plot(results, out)}, {out / 'results.json'}")
 
 

@@ -41,6 +41,7 @@ PRINTS = {
         ),
         r"^$",
         r"^Seeds 0 \(1 repeat; .* Per trial: 20 steps of 1000 padded tokens",
+        r"^ASHA's evidence: .* each report orders as the last one does: (report 1 [0-9.]+|no pair differs at the end)",
         r"^wrote .*table\.md, .*best_so_far\.png, .*results\.json$",
     ],
     "build_lead_corpus": [r"bible-lead: train 1200, dev 150, test 150 - rebuilt byte-identical$"],
