@@ -201,7 +201,8 @@ def full_histories(results: list[dict], methods: tuple[str, ...] = ("grid", "ran
         [float(x["bleu"]) for x in trial.history() if isinstance(x.get("bleu"), int | float)]
         for r in results if r["method"] in methods for trial in read_run(r["run_dir"]).trials()
     ]  # fmt: skip
-    return [h for h in out if len(h) == max(map(len, out))]  # a trial that failed early is left out
+    longest = max(map(len, out), default=0)
+    return [h for h in out if len(h) == longest]  # a trial that failed early is left out
 
 
 def test_bleu(run, trial_id: str, limit: int | None, cache_dir: Path) -> float:
