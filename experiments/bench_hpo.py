@@ -197,12 +197,13 @@ def full_histories(results: list[dict], methods: tuple[str, ...] = ("grid", "ran
     budget, none selected by a scheduler)."""
     from search.rundir import read_run
 
-    out = [
-        [float(x["bleu"]) for x in trial.history() if isinstance(x.get("bleu"), int | float)]
-        for r in results if r["method"] in methods for trial in read_run(r["run_dir"]).trials()
-    ]  # fmt: skip
-    longest = max(map(len, out), default=0)
-    return [h for h in out if len(h) == longest]  # a trial that failed early is left out
+    by_trial: dict[tuple[str, str], list[float]] = {}
+    for r in results:
+        if r["method"] in methods:
+            for row in reports(read_run(r["run_dir"])):
+                by_trial.setdefault((r["run_dir"], row["trial"]), []).append(row["bleu"])
+    longest = max(map(len, by_trial.values()), default=0)
+    return [h for h in by_trial.values() if len(h) == longest]  # a trial that failed early is left out
 
 
 def test_bleu(run, trial_id: str, limit: int | None, cache_dir: Path) -> float:
