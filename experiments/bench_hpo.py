@@ -14,8 +14,8 @@ start-up and PBT's synchronous waits), and the trial CPU-minutes each method too
 BLEU. It writes ``table.md``, ``best_so_far.png`` (best dev BLEU so far against trial CPU-minutes) and
 ``results.json`` to ``--out``.
 
-    python experiments/bench_hpo.py                 # ~35 minutes on 2 cores, one seed
-    python experiments/bench_hpo.py --seeds 0,1     # repeats: mean and range per method (~70 minutes)
+    python experiments/bench_hpo.py                 # ~40 minutes on 2 cores, one seed
+    python experiments/bench_hpo.py --seeds 0,1,2   # repeats: mean and range per method (~2 hours)
     python experiments/bench_hpo.py --smoke-test    # tiny model, a few steps (~2 minutes)
 
 Wall times and utilisation need an otherwise idle machine.
